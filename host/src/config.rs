@@ -1,0 +1,278 @@
+//! Settings: built-in defaults, overridden by a TOML file, overridden by
+//! command-line flags.
+//!
+//! Every setting has a default, so `tlskeeper serve` runs with no file at
+//! all. The file format is plain TOML with unknown keys rejected (a typo
+//! must not silently fall back to a default):
+//!
+//! ```toml
+//! socket = "/run/tlskeeper/tlsmgr"
+//! ticket_cache = "smtpd"          # whose timeout drives ticket keys
+//! reseed_period = 3600            # seconds, mean DRBG reseed interval
+//! max_connections = 1024
+//! idle_timeout = 300              # seconds
+//!
+//! [caches.smtpd]
+//! enabled = true
+//! timeout = 3600                  # seconds; 0 = off, 1..119 -> 120
+//! max_entries = 1000000
+//! ```
+//!
+//! The cache values are passed to the core unchanged; the core applies
+//! tlsmgr's sanitising and rejects what it cannot accept, with a message
+//! naming the setting.
+//!
+//! # Security
+//!
+//! The file is operator-supplied and trusted for intent; it holds no
+//! secrets.
+//!
+//! # Limitations
+//!
+//! Durations are whole seconds (Postfix's `3600s`/`1h` suffixes come with
+//! main.cf support).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::engine::{CoreConfig, Limits};
+use crate::engine::bindings::manager::CacheConfig;
+use crate::server::ServerSettings;
+
+/// The default socket path.
+pub const DEFAULT_SOCKET: &str = "/run/tlskeeper/tlsmgr";
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown or mistyped key.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid setting {key}: {message}")]
+    Value {
+        /// The setting.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// One session cache.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSettings {
+    /// Serve lookups and updates.
+    pub enabled: bool,
+    /// Entry lifetime in seconds (tlsmgr rules: 0 = off, 1..119 -> 120).
+    pub timeout: u32,
+    /// Most entries (0 = the core's default).
+    pub max_entries: u64,
+    /// Most bytes, keys plus values (0 = the core's default).
+    pub max_bytes: u64,
+    /// Largest session accepted (0 = the core's default).
+    pub max_session_bytes: u32,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings { enabled: true, timeout: 3600, max_entries: 0, max_bytes: 0, max_session_bytes: 0 }
+    }
+}
+
+/// All settings of `tlskeeper serve`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where to listen.
+    pub socket: PathBuf,
+    /// Permissions of the socket file, octal as a string. 0666 as Postfix's
+    /// master(8) creates its sockets: access is controlled by the directory.
+    pub socket_mode: String,
+    /// Cache compiled code here (`None` = the per-user default).
+    pub compile_cache_dir: Option<PathBuf>,
+    /// Use the compiled-code cache at all.
+    pub compile_cache: bool,
+    /// The cache whose timeout drives ticket keys.
+    pub ticket_cache: String,
+    /// Mean seconds between DRBG reseeds.
+    pub reseed_period: u32,
+    /// Expired entries removed per housekeeping step (0 = core default).
+    pub housekeeping_batch: u32,
+    /// Most simultaneous connections.
+    pub max_connections: usize,
+    /// Seconds before an idle connection is closed.
+    pub idle_timeout: u64,
+    /// Fuel per core call.
+    pub fuel_per_call: u64,
+    /// Memory cap of the core, in MiB.
+    pub core_memory_mib: usize,
+    /// The session caches by name.
+    pub caches: BTreeMap<String, CacheSettings>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let caches = ["smtpd", "smtp", "lmtp"].into_iter().map(|n| (n.to_owned(), CacheSettings::default())).collect();
+        let limits = Limits::default();
+        Settings {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            socket_mode: "0666".into(),
+            compile_cache_dir: None,
+            compile_cache: true,
+            ticket_cache: "smtpd".into(),
+            reseed_period: 3600,
+            housekeeping_batch: 0,
+            max_connections: ServerSettings::default().max_connections,
+            idle_timeout: ServerSettings::default().idle_timeout.as_secs(),
+            fuel_per_call: limits.fuel_per_call,
+            core_memory_mib: limits.memory_bytes / (1024 * 1024),
+            caches,
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, overridden by the TOML file at `path` if given.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the file and what is wrong.
+    pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Settings::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })
+    }
+
+    /// Parse TOML text over the defaults. A `[caches]` table in the text
+    /// replaces the default caches entirely.
+    ///
+    /// # Errors
+    ///
+    /// The parser's message, with line and column.
+    pub fn parse(text: &str) -> Result<Settings, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Permissions for the socket file.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Value`] unless `socket_mode` is octal within 0..=0777.
+    pub fn socket_mode(&self) -> Result<u32, ConfigError> {
+        u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| ConfigError::Value {
+                key: "socket_mode".into(),
+                message: format!("\"{}\" is not an octal mode like \"0666\"", self.socket_mode),
+            })
+    }
+
+    /// The compiled-code cache directory: the configured one, else
+    /// `/var/cache/tlskeeper` for root and `$XDG_CACHE_HOME/tlskeeper` or
+    /// `~/.cache/tlskeeper` for others. `None` when disabled.
+    pub fn compile_cache_dir(&self) -> Option<PathBuf> {
+        if !self.compile_cache {
+            return None;
+        }
+        if let Some(dir) = &self.compile_cache_dir {
+            return Some(dir.clone());
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            return Some(PathBuf::from("/var/cache/tlskeeper"));
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("tlskeeper"))
+    }
+
+    /// What the core is configured with.
+    pub fn core_config(&self) -> CoreConfig {
+        CoreConfig {
+            caches: self
+                .caches
+                .iter()
+                .map(|(name, c)| CacheConfig {
+                    name: name.clone(),
+                    enabled: c.enabled,
+                    timeout_secs: c.timeout,
+                    max_entries: c.max_entries,
+                    max_bytes: c.max_bytes,
+                    max_session_bytes: c.max_session_bytes,
+                })
+                .collect(),
+            ticket_cache: self.ticket_cache.clone(),
+            reseed_period_secs: self.reseed_period,
+            housekeeping_batch: self.housekeeping_batch,
+        }
+    }
+
+    /// The core's resource limits.
+    pub fn limits(&self) -> Limits {
+        Limits { fuel_per_call: self.fuel_per_call, memory_bytes: self.core_memory_mib.saturating_mul(1024 * 1024) }
+    }
+
+    /// Connection handling.
+    pub fn server(&self) -> ServerSettings {
+        ServerSettings {
+            max_connections: self.max_connections,
+            idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
+            ..ServerSettings::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_serve_three_caches() {
+        let s = Settings::default();
+        assert_eq!(s.caches.keys().collect::<Vec<_>>(), ["lmtp", "smtp", "smtpd"]);
+        assert_eq!(s.socket_mode().unwrap(), 0o666);
+        assert_eq!(s.core_config().caches.len(), 3);
+    }
+
+    #[test]
+    fn file_overrides_and_replaces_caches() {
+        let s = Settings::parse(
+            "socket = \"/tmp/x\"\nreseed_period = 60\n[caches.smtpd]\ntimeout = 10\nmax_entries = 5\n",
+        )
+        .unwrap();
+        assert_eq!(s.socket, PathBuf::from("/tmp/x"));
+        assert_eq!(s.reseed_period, 60);
+        assert_eq!(s.caches.len(), 1);
+        assert_eq!(s.caches["smtpd"], CacheSettings { timeout: 10, max_entries: 5, ..CacheSettings::default() });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let e = Settings::parse("sokcet = \"/tmp/x\"\n").unwrap_err();
+        assert!(e.contains("sokcet"), "{e}");
+        assert!(Settings::parse("[caches.smtpd]\ntimeout = \"long\"\n").is_err());
+        let s = Settings { socket_mode: "999".into(), ..Settings::default() };
+        assert!(s.socket_mode().is_err());
+    }
+}

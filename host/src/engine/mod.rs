@@ -1,0 +1,435 @@
+//! The wasmtime embedding: one engine configured for determinism, the core
+//! component loaded once, and [`Core`], the handle that owns the core's
+//! store and makes export calls.
+//!
+//! Engine settings and why:
+//! - NaN canonicalisation and deterministic relaxed SIMD: the same inputs
+//!   give the same bits on every CPU, so a trace replays anywhere.
+//! - No threads (the `threads` cargo feature is off, so shared memory cannot
+//!   even be enabled) and no async: one caller, a total order of calls.
+//! - Fuel, refilled to a fixed budget before every call: a runaway core traps
+//!   deterministically instead of stalling the daemon. Epoch interruption was
+//!   rejected because it depends on wall-clock time and breaks replay.
+//! - A memory cap through store limits, so growth fails the same way every
+//!   time.
+//!
+//! When a call traps, [`Core`] logs it, reinstantiates the component from the
+//! same capabilities (state that matters lives in storage), reapplies the
+//! configuration and reports the call as failed.
+//!
+//! # Security
+//!
+//! The component is embedded in this binary at build time and is the only
+//! code the engine runs. It gets exactly the four capability interfaces; the
+//! import list is pinned by a test. Ticket keys returned by the core are
+//! converted into [`TicketKey`] (zeroizing, no `Debug` of secrets) at once.
+//!
+//! # Limitations
+//!
+//! A trap loses the core's in-memory state (DRBG, counters); the DRBG is
+//! reinstantiated from fresh entropy, which is safe.
+
+pub mod artifact;
+pub mod bindings;
+
+use std::path::Path;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+
+use crate::caps::{Clock, Entropy};
+use crate::keys::TicketKey;
+use crate::storage::Storage;
+use bindings::manager;
+
+pub use artifact::Origin;
+pub use bindings::manager::{CachePolicy, Config as CoreConfig, Error as CoreError, ManagerStats};
+
+/// The core component, built from `guest/` by `build.rs`.
+pub static COMPONENT: &[u8] = include_bytes!(env!("TLSKEEPER_COMPONENT_PATH"));
+
+/// Most entropy the core may ask for in one import call.
+pub const MAX_ENTROPY_REQUEST: u32 = 4096;
+
+/// Resource limits for the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel (roughly wasm instructions) per export call.
+    pub fuel_per_call: u64,
+    /// Largest linear memory, in bytes.
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // A housekeeping batch of 256 entries uses a few million units; a
+        // seed, lookup or update well under a million. 10^9 is far above any
+        // legitimate call and still trips within about a second.
+        Limits { fuel_per_call: 1_000_000_000, memory_bytes: 64 * 1024 * 1024 }
+    }
+}
+
+/// Why the engine could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// wasmtime rejected the engine configuration.
+    #[error("cannot configure wasmtime: {0:#}")]
+    Config(wasmtime::Error),
+    /// The component could not be compiled or linked.
+    #[error("cannot load the core component: {0:#}")]
+    Load(wasmtime::Error),
+    /// Instantiation or the initial `configure` call failed.
+    #[error("cannot start the core: {0}")]
+    Start(String),
+}
+
+/// Why an export call did not return a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The core refused the request.
+    #[error("{0}")]
+    Refused(CoreError),
+    /// The core trapped (bug, fuel or memory exhausted); it has been
+    /// reinstantiated and the call is lost.
+    #[error("the core trapped: {0}")]
+    Trapped(String),
+}
+
+/// The compiled component, ready to instantiate; shareable across threads.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    pre: bindings::CorePre<HostState>,
+    origin: Origin,
+}
+
+impl Runtime {
+    /// Configure the engine and load the embedded component, through the
+    /// compiled-artifact cache in `cache_dir` when given.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError`] when wasmtime cannot be configured or the component
+    /// cannot be loaded.
+    pub fn new(cache_dir: Option<&Path>) -> Result<Runtime, EngineError> {
+        Self::with_component(COMPONENT, cache_dir)
+    }
+
+    /// As [`Runtime::new`], for another build of the core (tests, replay).
+    ///
+    /// # Errors
+    ///
+    /// As [`Runtime::new`].
+    pub fn with_component(bytes: &[u8], cache_dir: Option<&Path>) -> Result<Runtime, EngineError> {
+        let engine = Engine::new(&engine_config()).map_err(EngineError::Config)?;
+        let (component, origin) =
+            artifact::load_or_compile(&engine, bytes, cache_dir).map_err(EngineError::Load)?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        bindings::Core::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(EngineError::Load)?;
+        let pre = linker.instantiate_pre(&component).map_err(EngineError::Load)?;
+        let pre = bindings::CorePre::new(pre).map_err(EngineError::Load)?;
+        Ok(Runtime { engine, pre, origin })
+    }
+
+    /// Whether the component came from the artifact cache.
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    /// The engine, for inspecting the component's type.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+/// The engine configuration; see the module docs for each choice.
+pub fn engine_config() -> Config {
+    let mut config = Config::new();
+    config.cranelift_nan_canonicalization(true);
+    config.relaxed_simd_deterministic(true);
+    config.consume_fuel(true);
+    config.epoch_interruption(false);
+    config.max_wasm_stack(512 * 1024);
+    config
+}
+
+/// The capabilities granted to one core instance.
+pub struct Capabilities {
+    /// Wall-clock time.
+    pub clock: Box<dyn Clock>,
+    /// Fresh entropy for the DRBG.
+    pub entropy: Box<dyn Entropy>,
+    /// The tables.
+    pub storage: Box<dyn Storage>,
+}
+
+/// What the store holds: the capabilities and the limits.
+pub struct HostState {
+    caps: Capabilities,
+    limits: StoreLimits,
+}
+
+/// One running core: a store, an instance, and the configuration to
+/// reapply after a trap.
+pub struct Core {
+    runtime: Runtime,
+    store: Store<HostState>,
+    instance: bindings::Core,
+    config: CoreConfig,
+    limits: Limits,
+}
+
+impl Core {
+    /// Instantiate the core with `caps` and apply `config`.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Start`] when instantiation traps or the core rejects
+    /// the configuration (the message says which setting).
+    pub fn start(runtime: &Runtime, caps: Capabilities, config: CoreConfig, limits: Limits) -> Result<Core, EngineError> {
+        let (store, instance) = instantiate(runtime, caps, limits).map_err(|e| EngineError::Start(format!("{e:#}")))?;
+        let mut core = Core { runtime: runtime.clone(), store, instance, config, limits };
+        let config = core.config.clone();
+        core.call(|m, s| m.call_configure(s, &config)).map_err(|e| EngineError::Start(e.to_string()))?;
+        Ok(core)
+    }
+
+    /// Run one export call with a fresh fuel budget; on a trap, rebuild the
+    /// instance and report [`CallError::Trapped`].
+    fn call<T>(
+        &mut self,
+        f: impl FnOnce(&manager::Guest, &mut Store<HostState>) -> wasmtime::Result<Result<T, CoreError>>,
+    ) -> Result<T, CallError> {
+        if let Err(e) = self.store.set_fuel(self.limits.fuel_per_call) {
+            return Err(CallError::Trapped(format!("cannot set fuel: {e}")));
+        }
+        match f(self.instance.tlskeeper_core_manager(), &mut self.store) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(CallError::Refused(e)),
+            Err(trap) => {
+                let what = format!("{trap:#}");
+                tracing::error!("core trapped: {what}; reinstantiating");
+                self.recover();
+                Err(CallError::Trapped(what))
+            }
+        }
+    }
+
+    /// Replace a trapped instance with a fresh one over the same capabilities.
+    fn recover(&mut self) {
+        // A trapped store must not be entered again; move its capabilities
+        // into a new one. A placeholder store takes its place meanwhile.
+        let placeholder = Store::new(&self.runtime.engine, HostState::placeholder());
+        let old = std::mem::replace(&mut self.store, placeholder);
+        let caps = old.into_data().caps;
+        match instantiate(&self.runtime, caps, self.limits) {
+            Ok((store, instance)) => {
+                self.store = store;
+                self.instance = instance;
+                let config = self.config.clone();
+                if let Err(e) = self.call(|m, s| m.call_configure(s, &config)) {
+                    tracing::error!("the reinstantiated core rejected its configuration: {e}");
+                }
+            }
+            Err(e) => tracing::error!("cannot reinstantiate the core: {e:#}"),
+        }
+    }
+
+    /// `len` random bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`].
+    pub fn seed(&mut self, len: u32) -> Result<Vec<u8>, CallError> {
+        self.call(|m, s| m.call_seed(s, len))
+    }
+
+    /// Whether `cache` is served, and its timeout.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`].
+    pub fn policy(&mut self, cache: &str) -> Result<CachePolicy, CallError> {
+        self.call(|m, s| m.call_policy(s, cache))
+    }
+
+    /// The session under `id`.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`].
+    pub fn lookup(&mut self, cache: &str, id: &str) -> Result<Option<Vec<u8>>, CallError> {
+        self.call(|m, s| m.call_lookup_session(s, cache, id))
+    }
+
+    /// Store `session` under `id`.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`].
+    pub fn update(&mut self, cache: &str, id: &str, session: &[u8]) -> Result<(), CallError> {
+        self.call(|m, s| m.call_update_session(s, cache, id, session))
+    }
+
+    /// Remove `id`; true when it was present.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`].
+    pub fn delete(&mut self, cache: &str, id: &str) -> Result<bool, CallError> {
+        self.call(|m, s| m.call_delete_session(s, cache, id))
+    }
+
+    /// The encryption key (no name) or the named decryption key.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`]; a key of the wrong shape from the core is a trap-level
+    /// contract breach reported as [`CallError::Trapped`].
+    pub fn ticket_key(&mut self, name: Option<&[u8]>) -> Result<Option<TicketKey>, CallError> {
+        let Some(mut raw) = self.call(|m, s| m.call_ticket_key(s, name))? else {
+            return Ok(None);
+        };
+        let key = convert_key(&raw);
+        zeroize::Zeroize::zeroize(&mut raw.cipher_key);
+        zeroize::Zeroize::zeroize(&mut raw.hmac_key);
+        key.map(Some).ok_or_else(|| CallError::Trapped("the core returned a malformed ticket key".into()))
+    }
+
+    /// Bounded background work; returns milliseconds until the next run.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`].
+    pub fn housekeeping(&mut self) -> Result<u64, CallError> {
+        self.call(|m, s| m.call_housekeeping(s))
+    }
+
+    /// Counters and sizes.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`].
+    pub fn stats(&mut self) -> Result<ManagerStats, CallError> {
+        self.call(|m, s| m.call_stats(s))
+    }
+
+    /// Fuel the last call consumed.
+    pub fn fuel_used(&self) -> u64 {
+        self.limits.fuel_per_call.saturating_sub(self.store.get_fuel().unwrap_or(0))
+    }
+}
+
+fn convert_key(raw: &manager::SessionTicketKey) -> Option<TicketKey> {
+    Some(TicketKey {
+        name: raw.name.as_slice().try_into().ok()?,
+        cipher_key: raw.cipher_key.as_slice().try_into().ok()?,
+        hmac_key: raw.hmac_key.as_slice().try_into().ok()?,
+        expires: raw.expires,
+    })
+}
+
+fn instantiate(
+    runtime: &Runtime,
+    caps: Capabilities,
+    limits: Limits,
+) -> wasmtime::Result<(Store<HostState>, bindings::Core)> {
+    let state = HostState {
+        caps,
+        // A component is several core instances (the core module plus the
+        // canonical ABI's shims), each with its tables; one linear memory.
+        limits: StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes)
+            .instances(16)
+            .memories(1)
+            .tables(16)
+            .build(),
+    };
+    let mut store = Store::new(&runtime.engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.set_fuel(limits.fuel_per_call)?;
+    let instance = runtime.pre.instantiate(&mut store)?;
+    Ok((store, instance))
+}
+
+impl HostState {
+    /// Capabilities that refuse everything, for the instant between a
+    /// trapped store and its replacement.
+    fn placeholder() -> HostState {
+        HostState {
+            caps: Capabilities {
+                clock: Box::new(crate::caps::SystemClock),
+                entropy: Box::new(crate::caps::OsEntropy),
+                storage: Box::new(crate::storage::MemoryStorage::new()),
+            },
+            limits: StoreLimitsBuilder::new().build(),
+        }
+    }
+}
+
+impl bindings::clock::Host for HostState {
+    fn now(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.caps.clock.now_nanos())
+    }
+}
+
+impl bindings::entropy::Host for HostState {
+    fn fill(&mut self, len: u32) -> wasmtime::Result<Vec<u8>> {
+        wasmtime::ensure!(len <= MAX_ENTROPY_REQUEST, "core asked for {len} bytes of entropy (limit {MAX_ENTROPY_REQUEST})");
+        let mut buf = vec![0u8; len as usize];
+        self.caps.entropy.fill(&mut buf)?;
+        Ok(buf)
+    }
+}
+
+fn to_wit(e: crate::storage::StorageError) -> bindings::storage::Error {
+    use crate::storage::StorageError as S;
+    match e {
+        S::Unavailable(why) => bindings::storage::Error::Unavailable(why),
+        S::Io(why) => bindings::storage::Error::Io(why),
+        S::TooLarge => bindings::storage::Error::TooLarge,
+    }
+}
+
+impl bindings::storage::Host for HostState {
+    fn get(&mut self, table: String, key: Vec<u8>) -> wasmtime::Result<Result<Option<Vec<u8>>, bindings::storage::Error>> {
+        Ok(self.caps.storage.get(&table, &key).map_err(to_wit))
+    }
+
+    fn put(&mut self, table: String, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<Result<(), bindings::storage::Error>> {
+        let mut value = value;
+        let r = self.caps.storage.put(&table, &key, &value).map_err(to_wit);
+        zeroize::Zeroize::zeroize(&mut value);
+        Ok(r)
+    }
+
+    fn delete(&mut self, table: String, key: Vec<u8>) -> wasmtime::Result<Result<bool, bindings::storage::Error>> {
+        Ok(self.caps.storage.delete(&table, &key).map_err(to_wit))
+    }
+
+    fn scan(
+        &mut self,
+        table: String,
+        after: Option<Vec<u8>>,
+        limit: u32,
+    ) -> wasmtime::Result<Result<Vec<(Vec<u8>, Vec<u8>)>, bindings::storage::Error>> {
+        Ok(self.caps.storage.scan(&table, after.as_deref(), limit).map_err(to_wit))
+    }
+
+    fn stat(&mut self, table: String) -> wasmtime::Result<Result<bindings::storage::TableStat, bindings::storage::Error>> {
+        Ok(self
+            .caps
+            .storage
+            .stat(&table)
+            .map(|s| bindings::storage::TableStat { entries: s.entries, bytes: s.bytes })
+            .map_err(to_wit))
+    }
+}
+
+impl bindings::log::Host for HostState {
+    fn log(&mut self, level: bindings::log::Level, message: String) -> wasmtime::Result<()> {
+        crate::caps::log::emit(level, &message);
+        Ok(())
+    }
+}

@@ -1,0 +1,48 @@
+//! tlskeeper: a TLS session-state manager. It keeps the session caches that
+//! many short-lived TLS processes share, mints and rotates the RFC 5077
+//! ticket keys they must agree on, and serves random bytes from a
+//! well-seeded DRBG — the job of Postfix's `tlsmgr(8)`, wire-compatible with
+//! it, with all policy inside a sandboxed WebAssembly component.
+//!
+//! # Layout
+//!
+//! Requests flow bytes -> frame -> typed request -> one core call -> typed
+//! reply, each step in its own module:
+//!
+//! - [`protocol`]: codecs. `attr0` (bytes <-> frames), `tlsmgr` (frames <->
+//!   typed requests and replies), `keybuf` (the 88-byte ticket-key struct).
+//!   Know nothing of the core or of sockets.
+//! - [`engine`]: the wasmtime embedding and [`engine::Core`], the handle for
+//!   export calls. Knows nothing of protocols.
+//! - [`caps`] and [`storage`]: the capabilities the core runs on.
+//! - [`actor`]: the one thread that owns the core; everyone else sends it
+//!   typed calls.
+//! - [`service`]: the only module that sees both a protocol request and the
+//!   core: it turns one into a call on the other and back.
+//! - [`server`]: the UNIX-socket listener and per-connection loops.
+//! - [`client`]: a blocking attr0 client (CLI, tests, load generator).
+//! - [`config`]: settings from defaults, a TOML file and flags.
+//! - [`cli`]: the `tlskeeper` command line.
+//!
+//! # Security
+//!
+//! Network clients control every byte they send; the codecs bound and
+//! reject, the core decides. Secrets (ticket keys, sessions, DRBG state) live
+//! in the core and in storage; the host handles them only to move them, in
+//! zeroizing types, and never logs them.
+//!
+//! # Limitations
+//!
+//! Postfix's attr0 protocol over UNIX sockets is the only protocol so far.
+
+pub mod actor;
+pub mod caps;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod engine;
+pub mod keys;
+pub mod protocol;
+pub mod server;
+pub mod service;
+pub mod storage;

@@ -1,0 +1,195 @@
+//! The UNIX-socket server: accept connections, speak attr0, hand each
+//! request to the [`Service`].
+//!
+//! One thread per connection, blocking I/O. Postfix keeps a handful of
+//! long-lived connections per process (one per smtpd/smtp), and each request
+//! waits on the single core anyway, so an async runtime would add machinery
+//! without adding throughput. Per connection:
+//!
+//! 1. send the announcement (`protocol=tlsmgr_protocol`);
+//! 2. if the first bytes are master(8)'s wakeup `W\0`, close;
+//! 3. otherwise loop: read, decode whole frames, parse each into a
+//!    [`Request`], answer it; a request that does not parse gets the failure
+//!    reply tlsmgr's client expects, a frame that cannot be decoded (over a
+//!    limit) ends the connection.
+//!
+//! # Security
+//!
+//! Every byte from a client is untrusted. Frames are bounded by
+//! [`attr0::Limits`]; a connection idle past the timeout is closed; the
+//! number of connections is capped and the cap logged when reached. A bad
+//! client affects only its own connection.
+//!
+//! # Limitations
+//!
+//! A thread per connection costs a stack each (small, 256 KiB reserved);
+//! tens of thousands of idle connections would want an event loop.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use crate::protocol::attr0::{self, Decoder};
+use crate::protocol::tlsmgr::{self, Prefix, Request};
+use crate::service::Service;
+
+/// Connection handling settings.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Most connections served at once; more are closed on accept.
+    pub max_connections: usize,
+    /// A connection with no request for this long is closed. Postfix clients
+    /// close idle connections after `ipc_idle` (5 s) themselves.
+    pub idle_timeout: Duration,
+    /// Frame limits.
+    pub limits: attr0::Limits,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(300),
+            limits: attr0::Limits::default(),
+        }
+    }
+}
+
+/// Stack reserved per connection thread: the loop needs little, and 1000
+/// idle connections should not reserve 2 GiB of address space.
+const CONNECTION_STACK: usize = 256 * 1024;
+/// Bytes read per `read` call.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Accept and serve connections on `listener` until `shutdown` is set (and
+/// the accept call woken, e.g. by a connection).
+///
+/// # Errors
+///
+/// Only when accepting fails in a way that will not recover.
+pub fn serve(listener: &UnixListener, service: &Service, settings: &ServerSettings, shutdown: &AtomicBool) -> io::Result<()> {
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut refused_logged = false;
+    for stream in listener.incoming() {
+        if shutdown.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => continue,
+            Err(e) => {
+                // EMFILE and friends: back off briefly rather than spin.
+                tracing::warn!("accept failed: {e}");
+                thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        if active.load(Ordering::SeqCst) >= settings.max_connections {
+            if !refused_logged {
+                tracing::warn!(
+                    "connection limit of {} reached; refusing new connections until some close",
+                    settings.max_connections
+                );
+                refused_logged = true;
+            }
+            drop(stream);
+            continue;
+        }
+        refused_logged = false;
+        active.fetch_add(1, Ordering::SeqCst);
+        let guard = ActiveGuard(Arc::clone(&active));
+        let service = service.clone();
+        let settings = settings.clone();
+        let spawned = thread::Builder::new().name("tlskeeper-conn".into()).stack_size(CONNECTION_STACK).spawn(
+            move || {
+                let _guard = guard;
+                if let Err(e) = connection(stream, &service, &settings) {
+                    tracing::debug!("connection ended: {e}");
+                }
+            },
+        );
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start a connection thread: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// Decrements the active-connection count when a connection thread ends,
+/// however it ends.
+struct ActiveGuard(Arc<AtomicUsize>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Serve one connection until the client closes it or misbehaves.
+fn connection(mut stream: UnixStream, service: &Service, settings: &ServerSettings) -> io::Result<()> {
+    stream.set_read_timeout(Some(settings.idle_timeout))?;
+    stream.set_write_timeout(Some(settings.idle_timeout))?;
+    stream.write_all(tlsmgr::ANNOUNCEMENT)?;
+
+    let mut decoder = Decoder::new(settings.limits);
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut chunk = vec![0u8; READ_CHUNK];
+    let mut first = true;
+    loop {
+        if first {
+            match tlsmgr::wakeup_prefix(&buf) {
+                Prefix::Wakeup => return Ok(()), // master(8) trigger: just close
+                Prefix::NotWakeup => first = false,
+                Prefix::NeedMore => {}
+            }
+        }
+        if !first {
+            // Answer every whole frame already buffered.
+            loop {
+                match decoder.decode(&buf) {
+                    Ok(Some((frame, used))) => {
+                        buf.drain(..used);
+                        let reply = match Request::from_frame(&frame) {
+                            Ok(request) => service.handle(request),
+                            Err(e) => {
+                                tracing::warn!("{e}");
+                                e.reply()
+                            }
+                        };
+                        out.clear();
+                        if let Err(e) = attr0::encode(&reply.to_frame(), &mut out) {
+                            tracing::error!("cannot encode a reply (a bug): {e}");
+                            return Ok(());
+                        }
+                        stream.write_all(&out)?;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!("closing connection: {e}");
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let n = match stream.read(&mut chunk) {
+            Ok(0) => {
+                if !buf.is_empty() {
+                    tracing::warn!("client closed the connection in the middle of a request ({} bytes)", buf.len());
+                }
+                return Ok(());
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                tracing::debug!("closing idle connection");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}

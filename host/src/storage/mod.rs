@@ -1,0 +1,91 @@
+//! Storage backends: where the core's tables live.
+//!
+//! The core sees storage through the WIT `storage` interface: named tables of
+//! ordered byte keys and opaque byte values. This module defines the same
+//! contract as the [`Storage`] trait, which every backend implements; the
+//! engine routes the core's imports to one `Box<dyn Storage>`.
+//!
+//! Contract, for every backend:
+//! - tables are created on first `put`; a missing table reads as empty;
+//! - `scan` returns keys in ascending bytewise order, strictly after `after`;
+//! - `stat` counts entries and the sum of key and value lengths, and is cheap
+//!   (the core calls it on every update);
+//! - an error must leave the table as it was or as if the operation had
+//!   completed, never half-written.
+//!
+//! # Security
+//!
+//! Values are secret (sessions, ticket keys): backends never log them.
+//! Table names and keys come from the core, which derives them from client
+//! input only through hashing, but a backend still bounds their size.
+//!
+//! # Limitations
+//!
+//! Synchronous: a slow backend stalls the core's actor thread.
+
+pub mod memory;
+
+use std::fmt;
+
+pub use memory::MemoryStorage;
+
+/// Longest table name a backend accepts.
+pub const MAX_TABLE_NAME: usize = 128;
+/// Largest key a backend accepts.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Largest value a backend accepts (a session is bounded far below this).
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+/// Why a storage operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    /// The backend cannot be reached now; a later call may succeed.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The backend reported an I/O error.
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    /// A table name, key or value is larger than the backend accepts.
+    #[error("storage refused an oversized table name, key or value")]
+    TooLarge,
+}
+
+/// Entry count and byte total of a table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStat {
+    /// Number of entries.
+    pub entries: u64,
+    /// Sum of key and value lengths.
+    pub bytes: u64,
+}
+
+/// A key-value pair from [`Storage::scan`].
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// An ordered key-value store with named tables; see the module docs for the
+/// contract.
+pub trait Storage: Send + fmt::Debug {
+    /// The value under `key`, if any.
+    fn get(&mut self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Store `value` under `key`, replacing any previous value.
+    fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError>;
+    /// Remove `key`; true when it was present.
+    fn delete(&mut self, table: &str, key: &[u8]) -> Result<bool, StorageError>;
+    /// Up to `limit` entries with keys strictly after `after`, ascending.
+    fn scan(&mut self, table: &str, after: Option<&[u8]>, limit: u32) -> Result<Vec<Entry>, StorageError>;
+    /// Entry count and byte total of `table`.
+    fn stat(&mut self, table: &str) -> Result<TableStat, StorageError>;
+}
+
+/// Check sizes against the limits every backend shares.
+///
+/// # Errors
+///
+/// [`StorageError::TooLarge`] when any part is over its limit.
+pub fn check_sizes(table: &str, key: &[u8], value: Option<&[u8]>) -> Result<(), StorageError> {
+    if table.len() > MAX_TABLE_NAME || key.len() > MAX_KEY_BYTES || value.is_some_and(|v| v.len() > MAX_VALUE_BYTES)
+    {
+        return Err(StorageError::TooLarge);
+    }
+    Ok(())
+}
