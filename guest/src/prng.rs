@@ -128,8 +128,10 @@ impl Prng {
         if let Some(drbg) = self.drbg.as_mut() {
             drbg.generate(&mut r, b"reseed schedule").map_err(drbg_error)?;
         }
-        let half = self.period_secs / 2;
-        let jitter = u64::from_be_bytes(r) % (self.period_secs - half + 1);
+        // At least one second ahead, so a 1-second period cannot schedule a
+        // reseed for the current second and make housekeeping spin.
+        let half = (self.period_secs / 2).max(1);
+        let jitter = u64::from_be_bytes(r) % (self.period_secs.saturating_sub(half) + 1);
         self.next_reseed_secs = now_secs + half + jitter;
         Ok(())
     }
@@ -156,17 +158,17 @@ mod tests {
         let mut prng = Prng::new(3600);
         assert_eq!(caps.entropy_drawn, 0);
         let mut a = [0u8; 32];
-        prng.fill(&mut caps, caps.now, &mut a).unwrap();
+        { let now = caps.now; prng.fill(&mut caps, now, &mut a) }.unwrap();
         assert_eq!(caps.entropy_drawn, 48);
         let next = prng.next_reseed_secs().unwrap();
         assert!((1_000_000 + 1800..=1_000_000 + 3600).contains(&next), "{next}");
         // Before the deadline: no entropy drawn.
         caps.now = (next - 1) * SECOND;
-        prng.fill(&mut caps, caps.now, &mut a).unwrap();
+        { let now = caps.now; prng.fill(&mut caps, now, &mut a) }.unwrap();
         assert_eq!((caps.entropy_drawn, prng.reseeds()), (48, 0));
         // At the deadline: one reseed of 32 bytes, and a new deadline.
         caps.now = next * SECOND;
-        prng.fill(&mut caps, caps.now, &mut a).unwrap();
+        { let now = caps.now; prng.fill(&mut caps, now, &mut a) }.unwrap();
         assert_eq!((caps.entropy_drawn, prng.reseeds()), (80, 1));
         assert!(prng.next_reseed_secs().unwrap() >= next + 1800);
     }
@@ -177,7 +179,7 @@ mod tests {
         let mut prng = Prng::new(3600);
         let mut b = [0u8; 1];
         for _ in 0..RESEED_AFTER_REQUESTS + 2 {
-            prng.fill(&mut caps, caps.now, &mut b).unwrap();
+            { let now = caps.now; prng.fill(&mut caps, now, &mut b) }.unwrap();
         }
         assert_eq!(prng.reseeds(), 1);
     }
@@ -188,7 +190,7 @@ mod tests {
             let mut caps = FakeCaps::new(1_000_000, seed);
             let mut prng = Prng::new(3600);
             let mut out = [0u8; 64];
-            prng.fill(&mut caps, caps.now, &mut out).unwrap();
+            { let now = caps.now; prng.fill(&mut caps, now, &mut out) }.unwrap();
             out
         };
         assert_eq!(run(1), run(1));
@@ -200,7 +202,7 @@ mod tests {
         let mut caps = FakeCaps::new(1_000_000, 7);
         let mut prng = Prng::new(3600);
         let mut big = alloc::vec![0u8; MAX_BYTES_PER_REQUEST * 2 + 5];
-        prng.fill(&mut caps, caps.now, &mut big).unwrap();
+        { let now = caps.now; prng.fill(&mut caps, now, &mut big) }.unwrap();
         assert!(big[MAX_BYTES_PER_REQUEST * 2..].iter().any(|&b| b != 0));
     }
 }

@@ -13,7 +13,8 @@
 //!   phase;
 //! - slot 0 holds the newest key, slot 1 the one before it. A new key goes
 //!   into slot 1 and swaps to the front if it expires later than slot 0;
-//!   whatever slot 1 held is dropped (by then it no longer decrypts).
+//!   whatever slot 1 held is dropped (by then its decrypt window has at most
+//!   a second left, exactly as in tlsmgr).
 //!
 //! Unlike tlsmgr, every key is written to the `tktkey` table before it is
 //! handed out, and reloaded on first use after a restart, so tickets issued
@@ -231,9 +232,13 @@ impl KeyRing {
     /// Postfix's rotation: the new key goes into slot 1 (dropping and
     /// erasing what was there) and swaps to the front if it expires later.
     fn rotate(&mut self, caps: &mut impl Capabilities, key: TicketKey) -> Result<()> {
-        if let Some(old) = self.slots[1].take() {
+        // Erase from storage first: if that fails the old key stays in the
+        // ring and the caller sees the error, rather than a stored key that
+        // nothing remembers to erase.
+        if let Some(old) = &self.slots[1] {
             caps.delete(TABLE, &old.name)?;
         }
+        self.slots[1] = None;
         let front_is_older = self.slots[0].as_ref().is_none_or(|k| k.expires < key.expires);
         self.slots[1] = Some(key);
         if front_is_older {
@@ -263,7 +268,7 @@ impl KeyRing {
                 }
             }
         }
-        keys.sort_by(|a, b| b.expires.cmp(&a.expires));
+        keys.sort_by_key(|k| core::cmp::Reverse(k.expires));
         for extra in keys.iter().skip(2) {
             caps.delete(TABLE, &extra.name)?;
         }

@@ -99,6 +99,7 @@ pub enum CallError {
 #[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
+    component: wasmtime::component::Component,
     pre: bindings::CorePre<HostState>,
     origin: Origin,
 }
@@ -129,7 +130,7 @@ impl Runtime {
             .map_err(EngineError::Load)?;
         let pre = linker.instantiate_pre(&component).map_err(EngineError::Load)?;
         let pre = bindings::CorePre::new(pre).map_err(EngineError::Load)?;
-        Ok(Runtime { engine, pre, origin })
+        Ok(Runtime { engine, component, pre, origin })
     }
 
     /// Whether the component came from the artifact cache.
@@ -137,9 +138,15 @@ impl Runtime {
         self.origin
     }
 
-    /// The engine, for inspecting the component's type.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// The names of the interfaces the component imports: the whole of
+    /// what the core can reach.
+    pub fn imports(&self) -> Vec<String> {
+        self.component.component_type().imports(&self.engine).map(|(name, _)| name.to_owned()).collect()
+    }
+
+    /// The names of the interfaces the component exports.
+    pub fn exports(&self) -> Vec<String> {
+        self.component.component_type().exports(&self.engine).map(|(name, _)| name.to_owned()).collect()
     }
 }
 
@@ -190,8 +197,7 @@ impl Core {
     pub fn start(runtime: &Runtime, caps: Capabilities, config: CoreConfig, limits: Limits) -> Result<Core, EngineError> {
         let (store, instance) = instantiate(runtime, caps, limits).map_err(|e| EngineError::Start(format!("{e:#}")))?;
         let mut core = Core { runtime: runtime.clone(), store, instance, config, limits };
-        let config = core.config.clone();
-        core.call(|m, s| m.call_configure(s, &config)).map_err(|e| EngineError::Start(e.to_string()))?;
+        core.configure().map_err(|e| EngineError::Start(e.to_string()))?;
         Ok(core)
     }
 
@@ -216,6 +222,18 @@ impl Core {
         }
     }
 
+    /// Apply the configuration to the current instance. Not through
+    /// [`Core::call`]: a core that traps while being configured must not
+    /// send recovery into a loop.
+    fn configure(&mut self) -> Result<(), CallError> {
+        self.store.set_fuel(self.limits.fuel_per_call).map_err(|e| CallError::Trapped(e.to_string()))?;
+        match self.instance.tlskeeper_core_manager().call_configure(&mut self.store, &self.config) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(CallError::Refused(e)),
+            Err(trap) => Err(CallError::Trapped(format!("{trap:#}"))),
+        }
+    }
+
     /// Replace a trapped instance with a fresh one over the same capabilities.
     fn recover(&mut self) {
         // A trapped store must not be entered again; move its capabilities
@@ -227,9 +245,10 @@ impl Core {
             Ok((store, instance)) => {
                 self.store = store;
                 self.instance = instance;
-                let config = self.config.clone();
-                if let Err(e) = self.call(|m, s| m.call_configure(s, &config)) {
-                    tracing::error!("the reinstantiated core rejected its configuration: {e}");
+                // If this fails too, the next call traps again and recovery
+                // is retried then: one attempt per call, never a loop.
+                if let Err(e) = self.configure() {
+                    tracing::error!("the reinstantiated core could not be configured: {e}");
                 }
             }
             Err(e) => tracing::error!("cannot reinstantiate the core: {e:#}"),
