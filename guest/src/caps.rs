@@ -90,12 +90,7 @@ pub trait Capabilities {
 
     /// Up to `limit` entries of `table` with keys strictly after `after`, in
     /// ascending key order.
-    fn scan(
-        &mut self,
-        table: &str,
-        after: Option<&[u8]>,
-        limit: u32,
-    ) -> Result<Vec<Entry>, StorageError>;
+    fn scan(&mut self, table: &str, after: Option<&[u8]>, limit: u32) -> Result<Vec<Entry>, StorageError>;
 
     /// Entry count and byte total of `table`.
     fn stat(&mut self, table: &str) -> Result<TableStat, StorageError>;

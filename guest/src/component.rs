@@ -87,9 +87,7 @@ impl Capabilities for Imports {
     }
 
     fn stat(&mut self, table: &str) -> Result<TableStat, StorageError> {
-        storage::stat(table)
-            .map(|s| TableStat { entries: s.entries, bytes: s.bytes })
-            .map_err(from_wit_storage)
+        storage::stat(table).map(|s| TableStat { entries: s.entries, bytes: s.bytes }).map_err(from_wit_storage)
     }
 
     fn log(&mut self, level: caps::Level, message: &str) {

@@ -117,18 +117,14 @@ pub fn sanitize_timeout(raw: u32) -> Result<u32> {
         0 => Ok(0),
         1..LIFEMIN_SECS => Ok(LIFEMIN_SECS),
         LIFEMIN_SECS..=MAX_TIMEOUT_SECS => Ok(raw),
-        _ => Err(Error::InvalidConfig(alloc::format!(
-            "timeout {raw}s exceeds the maximum of {MAX_TIMEOUT_SECS}s"
-        ))),
+        _ => Err(Error::InvalidConfig(alloc::format!("timeout {raw}s exceeds the maximum of {MAX_TIMEOUT_SECS}s"))),
     }
 }
 
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_CACHE_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 fn or_default<T: PartialEq + Default>(value: T, default: T) -> T {
@@ -151,10 +147,7 @@ impl Config {
                 )));
             }
             if caches.iter().any(|c| c.name == raw.name) {
-                return Err(Error::InvalidConfig(alloc::format!(
-                    "cache \"{}\" is configured twice",
-                    raw.name
-                )));
+                return Err(Error::InvalidConfig(alloc::format!("cache \"{}\" is configured twice", raw.name)));
             }
             let settings = CacheSettings {
                 name: raw.name.clone(),
@@ -170,15 +163,14 @@ impl Config {
             if largest > settings.max_bytes {
                 return Err(Error::InvalidConfig(alloc::format!(
                     "cache \"{}\": max_bytes {} cannot hold one session of max_session_bytes {}",
-                    raw.name, settings.max_bytes, settings.max_session_bytes
+                    raw.name,
+                    settings.max_bytes,
+                    settings.max_session_bytes
                 )));
             }
             caches.push(settings);
         }
-        let ticket_timeout_secs = caches
-            .iter()
-            .find(|c| c.name == self.ticket_cache)
-            .map_or(0, |c| c.timeout_secs);
+        let ticket_timeout_secs = caches.iter().find(|c| c.name == self.ticket_cache).map_or(0, |c| c.timeout_secs);
         Ok(Settings {
             caches,
             ticket_timeout_secs,
@@ -205,12 +197,7 @@ mod tests {
     }
 
     fn config(caches: Vec<CacheConfig>) -> Config {
-        Config {
-            caches,
-            ticket_cache: "smtpd".into(),
-            reseed_period_secs: 3600,
-            housekeeping_batch: 0,
-        }
+        Config { caches, ticket_cache: "smtpd".into(), reseed_period_secs: 3600, housekeeping_batch: 0 }
     }
 
     #[test]

@@ -92,13 +92,8 @@ impl core::fmt::Display for DrbgError {
             DrbgError::RequestTooLarge => {
                 write!(f, "DRBG request larger than {MAX_BYTES_PER_REQUEST} bytes")
             }
-            DrbgError::ReseedRequired => {
-                f.write_str("DRBG reseed interval exhausted; reseed first")
-            }
-            DrbgError::InsufficientEntropy => write!(
-                f,
-                "DRBG entropy input shorter than {MIN_ENTROPY_BYTES} bytes"
-            ),
+            DrbgError::ReseedRequired => f.write_str("DRBG reseed interval exhausted; reseed first"),
+            DrbgError::InsufficientEntropy => write!(f, "DRBG entropy input shorter than {MIN_ENTROPY_BYTES} bytes"),
         }
     }
 }
@@ -129,20 +124,12 @@ impl HmacDrbg {
     ///
     /// `seed_material = entropy || nonce || personalization`; `Key` starts
     /// as 32 zero bytes and `V` as 32 bytes of 0x01 before the update.
-    pub fn instantiate(
-        entropy: &[u8],
-        nonce: &[u8],
-        personalization: &[u8],
-    ) -> Result<Self, DrbgError> {
+    pub fn instantiate(entropy: &[u8], nonce: &[u8], personalization: &[u8]) -> Result<Self, DrbgError> {
         // Every NIST CAVP vector for SHA-256 at this strength uses a 32-byte
         // entropy input, so the SP 800-90A minimum (security_strength bits)
         // is checked as is, with no exception for test vectors.
         check_entropy(entropy)?;
-        let mut drbg = HmacDrbg {
-            key: [0x00; OUTLEN],
-            v: [0x01; OUTLEN],
-            reseed_counter: 1,
-        };
+        let mut drbg = HmacDrbg { key: [0x00; OUTLEN], v: [0x01; OUTLEN], reseed_counter: 1 };
         drbg.update(&[entropy, nonce, personalization]);
         Ok(drbg)
     }
@@ -258,10 +245,7 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         assert!(s.len().is_multiple_of(2), "odd-length hex string");
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("valid hex"))
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("valid hex")).collect()
     }
 
     fn generated(drbg: &mut HmacDrbg, len: usize, additional_input: &[u8]) -> Vec<u8> {
@@ -295,22 +279,18 @@ mod tests {
     /// again and compare. The second call is what checks step 6's update.
     #[test]
     fn nist_cavp_no_reseed_vectors() {
-        let vectors: Vec<NistVector> = serde_json::from_str(include_str!(
-            "../../fixtures/drbg/hmac-drbg-sha256-nist.json"
-        ))
-        .expect("fixture parses");
+        let vectors: Vec<NistVector> =
+            serde_json::from_str(include_str!("../../fixtures/drbg/hmac-drbg-sha256-nist.json"))
+                .expect("fixture parses");
         assert_eq!(vectors.len(), 30, "fixture truncated or replaced");
 
         let opt = |s: &Option<String>| s.as_deref().map(hex).unwrap_or_default();
         for v in &vectors {
             let expected = hex(&v.expected);
-            let mut drbg = HmacDrbg::instantiate(&hex(&v.entropy), &hex(&v.nonce), &opt(&v.pers))
-                .expect("instantiate");
+            let mut drbg = HmacDrbg::instantiate(&hex(&v.entropy), &hex(&v.nonce), &opt(&v.pers)).expect("instantiate");
             let mut out = vec![0u8; expected.len()];
-            drbg.generate(&mut out, &opt(&v.add[0]))
-                .expect("first generate");
-            drbg.generate(&mut out, &opt(&v.add[1]))
-                .expect("second generate");
+            drbg.generate(&mut out, &opt(&v.add[0])).expect("first generate");
+            drbg.generate(&mut out, &opt(&v.add[1])).expect("second generate");
             assert_eq!(out, expected, "vector {}", v.name);
             assert_eq!(drbg.reseed_counter(), 3, "vector {}", v.name);
         }
@@ -337,28 +317,21 @@ mod tests {
     fn reseed_known_answer() {
         let entropy: Vec<u8> = (0x00..0x20).collect();
         let nonce: Vec<u8> = (0x20..0x30).collect();
-        let mut drbg =
-            HmacDrbg::instantiate(&entropy, &nonce, b"tlskeeper drbg kat").expect("instantiate");
+        let mut drbg = HmacDrbg::instantiate(&entropy, &nonce, b"tlskeeper drbg kat").expect("instantiate");
         assert_eq!(
             generated(&mut drbg, 45, b""),
-            hex(
-                "8a9620cf5c622d286dbf42e84e54b71a036cdaf5588326de1d41903b57077752676f817f17246e368075fc3d26"
-            )
+            hex("8a9620cf5c622d286dbf42e84e54b71a036cdaf5588326de1d41903b57077752676f817f17246e368075fc3d26")
         );
 
         let reseed_entropy: Vec<u8> = (0x40..0x60).collect();
         drbg.reseed(&reseed_entropy, b"reseed").expect("reseed");
         assert_eq!(
             generated(&mut drbg, 45, b"after"),
-            hex(
-                "bad0e1584c3283a2706dd2bba40a2890a4ea969d46d48a22b7f212c3e2523ab28c32aa8f9358fc9845aa00d846"
-            )
+            hex("bad0e1584c3283a2706dd2bba40a2890a4ea969d46d48a22b7f212c3e2523ab28c32aa8f9358fc9845aa00d846")
         );
         assert_eq!(
             generated(&mut drbg, 45, b""),
-            hex(
-                "d2fe7f9af9dba53955f903e03ebe66a9b569c08714fdcf52c9e396f16d68e595d442448706cca945cfd2dd2f72"
-            )
+            hex("d2fe7f9af9dba53955f903e03ebe66a9b569c08714fdcf52c9e396f16d68e595d442448706cca945cfd2dd2f72")
         );
     }
 
@@ -374,11 +347,7 @@ mod tests {
         let after_a = generated(&mut a, 64, b"");
         let after_b = generated(&mut b, 64, b"");
         assert_ne!(after_a, after_b, "reseed had no effect");
-        assert_eq!(
-            after_b,
-            generated(&mut c, 64, b""),
-            "reseed not deterministic"
-        );
+        assert_eq!(after_b, generated(&mut c, 64, b""), "reseed not deterministic");
 
         // The additional input is part of the seed material too.
         let (mut d, mut e) = (sample(), sample());
@@ -442,10 +411,7 @@ mod tests {
         let (mut a, mut b) = (sample(), sample());
         generated(&mut a, 8, b"");
         generated(&mut b, 8, b"");
-        assert_eq!(
-            a.reseed(&[0x33; MIN_ENTROPY_BYTES - 1], b""),
-            Err(DrbgError::InsufficientEntropy)
-        );
+        assert_eq!(a.reseed(&[0x33; MIN_ENTROPY_BYTES - 1], b""), Err(DrbgError::InsufficientEntropy));
         // A refused reseed neither changed the state nor reset the counter.
         assert_eq!(a.reseed_counter(), 2);
         assert_eq!(generated(&mut a, 32, b""), generated(&mut b, 32, b""));
@@ -456,20 +422,13 @@ mod tests {
         let (mut a, mut b) = (sample(), sample());
         assert_eq!(generated(&mut a, 100, b"x"), generated(&mut b, 100, b"x"));
 
-        let mut other_nonce =
-            HmacDrbg::instantiate(&ENTROPY, &[0x23; 16], b"pers").expect("instantiate");
+        let mut other_nonce = HmacDrbg::instantiate(&ENTROPY, &[0x23; 16], b"pers").expect("instantiate");
         let mut base = sample();
-        assert_ne!(
-            generated(&mut base, 32, b""),
-            generated(&mut other_nonce, 32, b"")
-        );
+        assert_ne!(generated(&mut base, 32, b""), generated(&mut other_nonce, 32, b""));
 
         let mut other_pers = HmacDrbg::instantiate(&ENTROPY, &NONCE, b"perz").expect("instantiate");
         let mut base = sample();
-        assert_ne!(
-            generated(&mut base, 32, b""),
-            generated(&mut other_pers, 32, b"")
-        );
+        assert_ne!(generated(&mut base, 32, b""), generated(&mut other_pers, 32, b""));
     }
 
     #[test]
@@ -492,11 +451,7 @@ mod tests {
 
     #[test]
     fn errors_display_without_secrets() {
-        for e in [
-            DrbgError::RequestTooLarge,
-            DrbgError::ReseedRequired,
-            DrbgError::InsufficientEntropy,
-        ] {
+        for e in [DrbgError::RequestTooLarge, DrbgError::ReseedRequired, DrbgError::InsufficientEntropy] {
             let text = alloc::format!("{e}");
             assert!(text.starts_with("DRBG "), "{text}");
         }

@@ -219,9 +219,10 @@ impl Manager {
         self.settings()?;
         let name: Option<&[u8; NAME_LEN]> = match name {
             None => None,
-            Some(n) => Some(n.try_into().map_err(|_| {
-                warn(caps, Error::BadKeyNameLength(u32::try_from(n.len()).unwrap_or(u32::MAX)))
-            })?),
+            Some(n) => Some(
+                n.try_into()
+                    .map_err(|_| warn(caps, Error::BadKeyNameLength(u32::try_from(n.len()).unwrap_or(u32::MAX))))?,
+            ),
         };
         let half = self.ticket_half()?;
         let now = caps.now_nanos();

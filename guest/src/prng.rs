@@ -158,17 +158,29 @@ mod tests {
         let mut prng = Prng::new(3600);
         assert_eq!(caps.entropy_drawn, 0);
         let mut a = [0u8; 32];
-        { let now = caps.now; prng.fill(&mut caps, now, &mut a) }.unwrap();
+        {
+            let now = caps.now;
+            prng.fill(&mut caps, now, &mut a)
+        }
+        .unwrap();
         assert_eq!(caps.entropy_drawn, 48);
         let next = prng.next_reseed_secs().unwrap();
         assert!((1_000_000 + 1800..=1_000_000 + 3600).contains(&next), "{next}");
         // Before the deadline: no entropy drawn.
         caps.now = (next - 1) * SECOND;
-        { let now = caps.now; prng.fill(&mut caps, now, &mut a) }.unwrap();
+        {
+            let now = caps.now;
+            prng.fill(&mut caps, now, &mut a)
+        }
+        .unwrap();
         assert_eq!((caps.entropy_drawn, prng.reseeds()), (48, 0));
         // At the deadline: one reseed of 32 bytes, and a new deadline.
         caps.now = next * SECOND;
-        { let now = caps.now; prng.fill(&mut caps, now, &mut a) }.unwrap();
+        {
+            let now = caps.now;
+            prng.fill(&mut caps, now, &mut a)
+        }
+        .unwrap();
         assert_eq!((caps.entropy_drawn, prng.reseeds()), (80, 1));
         assert!(prng.next_reseed_secs().unwrap() >= next + 1800);
     }
@@ -179,7 +191,11 @@ mod tests {
         let mut prng = Prng::new(3600);
         let mut b = [0u8; 1];
         for _ in 0..RESEED_AFTER_REQUESTS + 2 {
-            { let now = caps.now; prng.fill(&mut caps, now, &mut b) }.unwrap();
+            {
+                let now = caps.now;
+                prng.fill(&mut caps, now, &mut b)
+            }
+            .unwrap();
         }
         assert_eq!(prng.reseeds(), 1);
     }
@@ -190,7 +206,11 @@ mod tests {
             let mut caps = FakeCaps::new(1_000_000, seed);
             let mut prng = Prng::new(3600);
             let mut out = [0u8; 64];
-            { let now = caps.now; prng.fill(&mut caps, now, &mut out) }.unwrap();
+            {
+                let now = caps.now;
+                prng.fill(&mut caps, now, &mut out)
+            }
+            .unwrap();
             out
         };
         assert_eq!(run(1), run(1));
@@ -202,7 +222,11 @@ mod tests {
         let mut caps = FakeCaps::new(1_000_000, 7);
         let mut prng = Prng::new(3600);
         let mut big = alloc::vec![0u8; MAX_BYTES_PER_REQUEST * 2 + 5];
-        { let now = caps.now; prng.fill(&mut caps, now, &mut big) }.unwrap();
+        {
+            let now = caps.now;
+            prng.fill(&mut caps, now, &mut big)
+        }
+        .unwrap();
         assert!(big[MAX_BYTES_PER_REQUEST * 2..].iter().any(|&b| b != 0));
     }
 }

@@ -139,9 +139,7 @@ fn encode_entry(stored_at: u64, session: &[u8]) -> Vec<u8> {
 /// The timestamp of a stored value, or `None` when it is malformed.
 fn entry_stored_at(value: &[u8]) -> Option<u64> {
     match value {
-        [ENTRY_VERSION, rest @ ..] if rest.len() >= 8 => {
-            Some(u64::from_be_bytes(rest[..8].try_into().ok()?))
-        }
+        [ENTRY_VERSION, rest @ ..] if rest.len() >= 8 => Some(u64::from_be_bytes(rest[..8].try_into().ok()?)),
         _ => None,
     }
 }
@@ -180,12 +178,7 @@ impl SessionCache {
     /// # Errors
     ///
     /// [`Error::Storage`] when the storage capability fails.
-    pub fn lookup(
-        &mut self,
-        caps: &mut impl Capabilities,
-        now_secs: u64,
-        id: &str,
-    ) -> Result<Option<Vec<u8>>> {
+    pub fn lookup(&mut self, caps: &mut impl Capabilities, now_secs: u64, id: &str) -> Result<Option<Vec<u8>>> {
         let key = entry_key(id);
         let Some(mut value) = caps.get(&self.table, &key)? else {
             self.counters.misses += 1;
@@ -216,13 +209,7 @@ impl SessionCache {
     ///
     /// [`Error::SessionTooLarge`] beyond `max_session_bytes`;
     /// [`Error::CacheFull`] if no room could be made; [`Error::Storage`].
-    pub fn update(
-        &mut self,
-        caps: &mut impl Capabilities,
-        now_secs: u64,
-        id: &str,
-        session: &[u8],
-    ) -> Result<()> {
+    pub fn update(&mut self, caps: &mut impl Capabilities, now_secs: u64, id: &str, session: &[u8]) -> Result<()> {
         if session.len() > self.settings.max_session_bytes as usize {
             return Err(Error::SessionTooLarge(u32::try_from(session.len()).unwrap_or(u32::MAX)));
         }

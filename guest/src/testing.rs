@@ -110,10 +110,7 @@ impl Capabilities for FakeCaps {
 
     fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
         self.check()?;
-        self.tables
-            .entry(table.to_string())
-            .or_default()
-            .insert(key.to_vec(), value.to_vec());
+        self.tables.entry(table.to_string()).or_default().insert(key.to_vec(), value.to_vec());
         Ok(())
     }
 
@@ -122,12 +119,7 @@ impl Capabilities for FakeCaps {
         Ok(self.tables.get_mut(table).is_some_and(|t| t.remove(key).is_some()))
     }
 
-    fn scan(
-        &mut self,
-        table: &str,
-        after: Option<&[u8]>,
-        limit: u32,
-    ) -> Result<Vec<Entry>, StorageError> {
+    fn scan(&mut self, table: &str, after: Option<&[u8]>, limit: u32) -> Result<Vec<Entry>, StorageError> {
         use core::ops::Bound;
         self.check()?;
         let Some(t) = self.tables.get(table) else {
@@ -137,10 +129,7 @@ impl Capabilities for FakeCaps {
             Some(k) => Bound::Excluded(k.to_vec()),
             None => Bound::Unbounded,
         };
-        Ok(t.range((lower, Bound::Unbounded))
-            .take(limit as usize)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(t.range((lower, Bound::Unbounded)).take(limit as usize).map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 
     fn stat(&mut self, table: &str) -> Result<TableStat, StorageError> {

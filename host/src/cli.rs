@@ -174,8 +174,8 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         entropy: Box::new(crate::caps::OsEntropy),
         storage: Box::new(crate::storage::MemoryStorage::new()),
     };
-    let core = Core::start(&runtime, caps, settings.core_config(), settings.limits())
-        .map_err(|e| fail(78, e.to_string()))?;
+    let core =
+        Core::start(&runtime, caps, settings.core_config(), settings.limits()).map_err(|e| fail(78, e.to_string()))?;
     let (actor, actor_thread) = crate::actor::spawn(core).map_err(|e| fail(71, format!("cannot start: {e}")))?;
     let listener = bind(&settings.socket, mode).map_err(|e| fail(73, e))?;
     tracing::info!(
@@ -187,7 +187,8 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
     );
 
     let shutdown = Arc::new(AtomicBool::new(false));
-    watch_signals(&settings.socket, Arc::clone(&shutdown)).map_err(|e| fail(71, format!("cannot watch signals: {e}")))?;
+    watch_signals(&settings.socket, Arc::clone(&shutdown))
+        .map_err(|e| fail(71, format!("cannot watch signals: {e}")))?;
     let service = Service::new(actor);
     let served = crate::server::serve(&listener, &service, &settings.server(), &shutdown);
     let _ = std::fs::remove_file(&settings.socket);
@@ -201,9 +202,8 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
 /// server or a non-socket file.
 fn bind(path: &Path, mode: u32) -> Result<UnixListener, String> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            format!("cannot create {}: {e}; create it or choose another --socket", dir.display())
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}; create it or choose another --socket", dir.display()))?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {

@@ -38,8 +38,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::engine::{CoreConfig, Limits};
 use crate::engine::bindings::manager::CacheConfig;
+use crate::engine::{CoreConfig, Limits};
 use crate::server::ServerSettings;
 
 /// The default socket path.
@@ -178,13 +178,12 @@ impl Settings {
     ///
     /// [`ConfigError::Value`] unless `socket_mode` is octal within 0..=0777.
     pub fn socket_mode(&self) -> Result<u32, ConfigError> {
-        u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
-            .ok()
-            .filter(|m| *m <= 0o777)
-            .ok_or_else(|| ConfigError::Value {
+        u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8).ok().filter(|m| *m <= 0o777).ok_or_else(
+            || ConfigError::Value {
                 key: "socket_mode".into(),
                 message: format!("\"{}\" is not an octal mode like \"0666\"", self.socket_mode),
-            })
+            },
+        )
     }
 
     /// The compiled-code cache directory: the configured one, else
@@ -257,10 +256,9 @@ mod tests {
 
     #[test]
     fn file_overrides_and_replaces_caches() {
-        let s = Settings::parse(
-            "socket = \"/tmp/x\"\nreseed_period = 60\n[caches.smtpd]\ntimeout = 10\nmax_entries = 5\n",
-        )
-        .unwrap();
+        let s =
+            Settings::parse("socket = \"/tmp/x\"\nreseed_period = 60\n[caches.smtpd]\ntimeout = 10\nmax_entries = 5\n")
+                .unwrap();
         assert_eq!(s.socket, PathBuf::from("/tmp/x"));
         assert_eq!(s.reseed_period, 60);
         assert_eq!(s.caches.len(), 1);

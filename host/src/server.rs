@@ -70,7 +70,12 @@ const READ_CHUNK: usize = 16 * 1024;
 /// # Errors
 ///
 /// Only when accepting fails in a way that will not recover.
-pub fn serve(listener: &UnixListener, service: &Service, settings: &ServerSettings, shutdown: &AtomicBool) -> io::Result<()> {
+pub fn serve(
+    listener: &UnixListener,
+    service: &Service,
+    settings: &ServerSettings,
+    shutdown: &AtomicBool,
+) -> io::Result<()> {
     let active = Arc::new(AtomicUsize::new(0));
     let mut refused_logged = false;
     for stream in listener.incoming() {
@@ -103,14 +108,13 @@ pub fn serve(listener: &UnixListener, service: &Service, settings: &ServerSettin
         let guard = ActiveGuard(Arc::clone(&active));
         let service = service.clone();
         let settings = settings.clone();
-        let spawned = thread::Builder::new().name("tlskeeper-conn".into()).stack_size(CONNECTION_STACK).spawn(
-            move || {
+        let spawned =
+            thread::Builder::new().name("tlskeeper-conn".into()).stack_size(CONNECTION_STACK).spawn(move || {
                 let _guard = guard;
                 if let Err(e) = connection(stream, &service, &settings) {
                     tracing::debug!("connection ended: {e}");
                 }
-            },
-        );
+            });
         if let Err(e) = spawned {
             tracing::warn!("cannot start a connection thread: {e}");
         }

@@ -59,9 +59,7 @@ impl Service {
                 let status = match outcome {
                     Ok(Ok(())) => Status::Ok,
                     // Understood but not saved: tlsmgr's meaning of ERR.
-                    Ok(Err(CallError::Refused(CoreError::SessionTooLarge(_) | CoreError::CacheFull(_)))) => {
-                        Status::Err
-                    }
+                    Ok(Err(CallError::Refused(CoreError::SessionTooLarge(_) | CoreError::CacheFull(_)))) => Status::Err,
                     _ => Status::Fail,
                 };
                 Reply::Update { status }

@@ -46,10 +46,8 @@ fn seeded_core(seed: u64, clock: &ScriptedClock, settings: &Settings) -> Core {
 #[test]
 fn imports_are_exactly_our_four_capabilities() {
     let imports: BTreeSet<String> = runtime().imports().into_iter().collect();
-    let expected: BTreeSet<String> = ["clock", "entropy", "log", "storage"]
-        .iter()
-        .map(|i| format!("tlskeeper:core/{i}@0.1.0"))
-        .collect();
+    let expected: BTreeSet<String> =
+        ["clock", "entropy", "log", "storage"].iter().map(|i| format!("tlskeeper:core/{i}@0.1.0")).collect();
     assert_eq!(imports, expected);
     assert_eq!(runtime().exports(), vec!["tlskeeper:core/manager@0.1.0".to_owned()]);
 }
@@ -128,10 +126,7 @@ fn refusals_are_typed() {
     let mut core = common::core(&clock);
     assert_eq!(core.seed(0), Err(CallError::Refused(CoreError::BadSeedLength(0))));
     assert_eq!(core.policy("nosuch").unwrap_err(), CallError::Refused(CoreError::UnknownCache("nosuch".into())));
-    assert!(matches!(
-        core.ticket_key(Some(&[0u8; 15])),
-        Err(CallError::Refused(CoreError::BadKeyNameLength(15)))
-    ));
+    assert!(matches!(core.ticket_key(Some(&[0u8; 15])), Err(CallError::Refused(CoreError::BadKeyNameLength(15)))));
     assert!(matches!(
         core.update("smtpd", "big", &vec![0u8; 64 * 1024]),
         Err(CallError::Refused(CoreError::SessionTooLarge(65536)))

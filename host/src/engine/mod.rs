@@ -123,8 +123,7 @@ impl Runtime {
     /// As [`Runtime::new`].
     pub fn with_component(bytes: &[u8], cache_dir: Option<&Path>) -> Result<Runtime, EngineError> {
         let engine = Engine::new(&engine_config()).map_err(EngineError::Config)?;
-        let (component, origin) =
-            artifact::load_or_compile(&engine, bytes, cache_dir).map_err(EngineError::Load)?;
+        let (component, origin) = artifact::load_or_compile(&engine, bytes, cache_dir).map_err(EngineError::Load)?;
         let mut linker = Linker::<HostState>::new(&engine);
         bindings::Core::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(EngineError::Load)?;
@@ -194,7 +193,12 @@ impl Core {
     ///
     /// [`EngineError::Start`] when instantiation traps or the core rejects
     /// the configuration (the message says which setting).
-    pub fn start(runtime: &Runtime, caps: Capabilities, config: CoreConfig, limits: Limits) -> Result<Core, EngineError> {
+    pub fn start(
+        runtime: &Runtime,
+        caps: Capabilities,
+        config: CoreConfig,
+        limits: Limits,
+    ) -> Result<Core, EngineError> {
         let (store, instance) = instantiate(runtime, caps, limits).map_err(|e| EngineError::Start(format!("{e:#}")))?;
         let mut core = Core { runtime: runtime.clone(), store, instance, config, limits };
         core.configure().map_err(|e| EngineError::Start(e.to_string()))?;
@@ -358,12 +362,7 @@ fn instantiate(
         caps,
         // A component is several core instances (the core module plus the
         // canonical ABI's shims), each with its tables; one linear memory.
-        limits: StoreLimitsBuilder::new()
-            .memory_size(limits.memory_bytes)
-            .instances(16)
-            .memories(1)
-            .tables(16)
-            .build(),
+        limits: StoreLimitsBuilder::new().memory_size(limits.memory_bytes).instances(16).memories(1).tables(16).build(),
     };
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|s| &mut s.limits);
@@ -395,7 +394,10 @@ impl bindings::clock::Host for HostState {
 
 impl bindings::entropy::Host for HostState {
     fn fill(&mut self, len: u32) -> wasmtime::Result<Vec<u8>> {
-        wasmtime::ensure!(len <= MAX_ENTROPY_REQUEST, "core asked for {len} bytes of entropy (limit {MAX_ENTROPY_REQUEST})");
+        wasmtime::ensure!(
+            len <= MAX_ENTROPY_REQUEST,
+            "core asked for {len} bytes of entropy (limit {MAX_ENTROPY_REQUEST})"
+        );
         let mut buf = vec![0u8; len as usize];
         self.caps.entropy.fill(&mut buf)?;
         Ok(buf)
@@ -412,11 +414,20 @@ fn to_wit(e: crate::storage::StorageError) -> bindings::storage::Error {
 }
 
 impl bindings::storage::Host for HostState {
-    fn get(&mut self, table: String, key: Vec<u8>) -> wasmtime::Result<Result<Option<Vec<u8>>, bindings::storage::Error>> {
+    fn get(
+        &mut self,
+        table: String,
+        key: Vec<u8>,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, bindings::storage::Error>> {
         Ok(self.caps.storage.get(&table, &key).map_err(to_wit))
     }
 
-    fn put(&mut self, table: String, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<Result<(), bindings::storage::Error>> {
+    fn put(
+        &mut self,
+        table: String,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), bindings::storage::Error>> {
         let mut value = value;
         let r = self.caps.storage.put(&table, &key, &value).map_err(to_wit);
         zeroize::Zeroize::zeroize(&mut value);
@@ -436,7 +447,10 @@ impl bindings::storage::Host for HostState {
         Ok(self.caps.storage.scan(&table, after.as_deref(), limit).map_err(to_wit))
     }
 
-    fn stat(&mut self, table: String) -> wasmtime::Result<Result<bindings::storage::TableStat, bindings::storage::Error>> {
+    fn stat(
+        &mut self,
+        table: String,
+    ) -> wasmtime::Result<Result<bindings::storage::TableStat, bindings::storage::Error>> {
         Ok(self
             .caps
             .storage

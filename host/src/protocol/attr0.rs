@@ -143,9 +143,7 @@ impl fmt::Debug for Frame {
                 write!(f, "<{} bytes>", self.0)
             }
         }
-        f.debug_map()
-            .entries(self.attrs.iter().map(|(n, v)| (n, Len(v.len()))))
-            .finish()
+        f.debug_map().entries(self.attrs.iter().map(|(n, v)| (n, Len(v.len())))).finish()
     }
 }
 
@@ -182,11 +180,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_frame_bytes: 256 * 1024,
-            max_name_bytes: 64,
-            max_attrs: 16,
-        }
+        Self { max_frame_bytes: 256 * 1024, max_name_bytes: 64, max_attrs: 16 }
     }
 }
 
@@ -293,10 +287,7 @@ struct ScanState {
 impl Decoder {
     /// A decoder at the start of a list.
     pub fn new(limits: Limits) -> Self {
-        Self {
-            limits,
-            scan: ScanState::default(),
-        }
+        Self { limits, scan: ScanState::default() }
     }
 
     /// The limits this decoder enforces.
@@ -356,15 +347,11 @@ impl Decoder {
                     return Ok(Some((nul + 1, s.attrs)));
                 }
                 if name_len > limits.max_name_bytes {
-                    return Err(FrameError::NameTooLong {
-                        limit: limits.max_name_bytes,
-                    });
+                    return Err(FrameError::NameTooLong { limit: limits.max_name_bytes });
                 }
                 s.attrs += 1;
                 if s.attrs > limits.max_attrs {
-                    return Err(FrameError::TooManyAttributes {
-                        limit: limits.max_attrs,
-                    });
+                    return Err(FrameError::TooManyAttributes { limit: limits.max_attrs });
                 }
                 s.in_value = true;
             }
@@ -374,16 +361,12 @@ impl Decoder {
         // Incomplete. A name still arriving is checked now, not when its NUL
         // finally comes, so a client cannot stream an endless name.
         if !s.in_value && s.pos - s.token_start > limits.max_name_bytes {
-            return Err(FrameError::NameTooLong {
-                limit: limits.max_name_bytes,
-            });
+            return Err(FrameError::NameTooLong { limit: limits.max_name_bytes });
         }
         // No terminator in the first `max_frame_bytes` bytes: any complete
         // list would be longer than the limit.
         if !buf.is_empty() && buf.len() >= limits.max_frame_bytes {
-            return Err(FrameError::TooLarge {
-                limit: limits.max_frame_bytes,
-            });
+            return Err(FrameError::TooLarge { limit: limits.max_frame_bytes });
         }
         self.scan = s;
         Ok(None)
@@ -393,9 +376,7 @@ impl Decoder {
 /// Builds the frame from a complete list, terminator included, that the scan
 /// has already checked against the limits.
 fn parse(list: &[u8], attrs: usize) -> Result<Frame, FrameError> {
-    let mut frame = Frame {
-        attrs: Vec::with_capacity(attrs),
-    };
+    let mut frame = Frame { attrs: Vec::with_capacity(attrs) };
     let mut tokens = list.split(|&b| b == 0);
     for index in 0.. {
         let name = match tokens.next() {
@@ -471,14 +452,7 @@ mod tests {
     fn decodes_a_whole_list() {
         let (f, n) = decode(LOOKUP, &Limits::default()).unwrap().unwrap();
         assert_eq!(n, LOOKUP.len());
-        assert_eq!(
-            f,
-            frame(&[
-                ("request", b"lookup"),
-                ("cache_type", b"smtpd"),
-                ("cache_id", b"PROBE&s=probe&l=1"),
-            ])
-        );
+        assert_eq!(f, frame(&[("request", b"lookup"), ("cache_type", b"smtpd"), ("cache_id", b"PROBE&s=probe&l=1"),]));
     }
 
     #[test]
@@ -512,11 +486,7 @@ mod tests {
     #[test]
     fn incomplete_at_every_split_point() {
         for cut in 0..LOOKUP.len() {
-            assert_eq!(
-                decode(&LOOKUP[..cut], &Limits::default()).unwrap(),
-                None,
-                "cut at {cut}"
-            );
+            assert_eq!(decode(&LOOKUP[..cut], &Limits::default()).unwrap(), None, "cut at {cut}");
         }
     }
 
@@ -560,10 +530,7 @@ mod tests {
 
     #[test]
     fn frame_size_limit() {
-        let limits = Limits {
-            max_frame_bytes: LOOKUP.len(),
-            ..Limits::default()
-        };
+        let limits = Limits { max_frame_bytes: LOOKUP.len(), ..Limits::default() };
         // Exactly at the limit: accepted.
         assert!(decode(LOOKUP, &limits).unwrap().is_some());
         // One byte more that arrives before the terminator: rejected as soon
@@ -571,23 +538,13 @@ mod tests {
         let mut longer = LOOKUP[..LOOKUP.len() - 2].to_vec();
         longer.extend_from_slice(b"XX");
         assert_eq!(longer.len(), limits.max_frame_bytes);
-        assert_eq!(
-            decode(&longer, &limits),
-            Err(FrameError::TooLarge {
-                limit: LOOKUP.len()
-            })
-        );
+        assert_eq!(decode(&longer, &limits), Err(FrameError::TooLarge { limit: LOOKUP.len() }));
         // Below the limit and incomplete: just incomplete.
         assert_eq!(decode(&longer[..longer.len() - 1], &limits), Ok(None));
         // Complete but too large.
         let mut big = LOOKUP[..LOOKUP.len() - 2].to_vec();
         big.extend_from_slice(b"X\0\0");
-        assert_eq!(
-            decode(&big, &limits),
-            Err(FrameError::TooLarge {
-                limit: LOOKUP.len()
-            })
-        );
+        assert_eq!(decode(&big, &limits), Err(FrameError::TooLarge { limit: LOOKUP.len() }));
     }
 
     #[test]
@@ -597,12 +554,7 @@ mod tests {
         buf.resize(limits.max_frame_bytes - 1, b'A');
         assert_eq!(decode(&buf, &limits), Ok(None));
         buf.push(b'A');
-        assert_eq!(
-            decode(&buf, &limits),
-            Err(FrameError::TooLarge {
-                limit: limits.max_frame_bytes
-            })
-        );
+        assert_eq!(decode(&buf, &limits), Err(FrameError::TooLarge { limit: limits.max_frame_bytes }));
         // The resumable decoder detects it too.
         let mut d = Decoder::new(limits);
         assert_eq!(d.decode(&buf[..1000]), Ok(None));
@@ -611,25 +563,13 @@ mod tests {
 
     #[test]
     fn name_length_limit() {
-        let limits = Limits {
-            max_name_bytes: 4,
-            ..Limits::default()
-        };
+        let limits = Limits { max_name_bytes: 4, ..Limits::default() };
         assert!(decode(b"abcd\0v\0\0", &limits).unwrap().is_some());
-        assert_eq!(
-            decode(b"abcde\0v\0\0", &limits),
-            Err(FrameError::NameTooLong { limit: 4 })
-        );
+        assert_eq!(decode(b"abcde\0v\0\0", &limits), Err(FrameError::NameTooLong { limit: 4 }));
         // Detected while the name is still arriving.
         assert_eq!(decode(b"abcd", &limits), Ok(None));
-        assert_eq!(
-            decode(b"abcde", &limits),
-            Err(FrameError::NameTooLong { limit: 4 })
-        );
-        assert_eq!(
-            decode(b"a\0b\0abcde", &limits),
-            Err(FrameError::NameTooLong { limit: 4 })
-        );
+        assert_eq!(decode(b"abcde", &limits), Err(FrameError::NameTooLong { limit: 4 }));
+        assert_eq!(decode(b"a\0b\0abcde", &limits), Err(FrameError::NameTooLong { limit: 4 }));
         // Values are not names: a long value is fine.
         assert!(decode(b"a\0abcdefgh\0\0", &limits).unwrap().is_some());
         assert_eq!(decode(b"a\0abcdefgh", &limits), Ok(None));
@@ -637,53 +577,25 @@ mod tests {
 
     #[test]
     fn attribute_count_limit() {
-        let limits = Limits {
-            max_attrs: 2,
-            ..Limits::default()
-        };
-        assert_eq!(
-            decode(b"a\0\0b\0\0\0", &limits).unwrap().unwrap().0.len(),
-            2
-        );
-        assert_eq!(
-            decode(b"a\0\0b\0\0c\0", &limits),
-            Err(FrameError::TooManyAttributes { limit: 2 })
-        );
-        assert_eq!(
-            decode(b"a\0\0b\0\0c\0\0\0", &limits),
-            Err(FrameError::TooManyAttributes { limit: 2 })
-        );
+        let limits = Limits { max_attrs: 2, ..Limits::default() };
+        assert_eq!(decode(b"a\0\0b\0\0\0", &limits).unwrap().unwrap().0.len(), 2);
+        assert_eq!(decode(b"a\0\0b\0\0c\0", &limits), Err(FrameError::TooManyAttributes { limit: 2 }));
+        assert_eq!(decode(b"a\0\0b\0\0c\0\0\0", &limits), Err(FrameError::TooManyAttributes { limit: 2 }));
     }
 
     #[test]
     fn zero_limits_do_not_panic() {
-        let limits = Limits {
-            max_frame_bytes: 0,
-            max_name_bytes: 0,
-            max_attrs: 0,
-        };
+        let limits = Limits { max_frame_bytes: 0, max_name_bytes: 0, max_attrs: 0 };
         assert_eq!(decode(b"", &limits), Ok(None));
-        assert_eq!(
-            decode(b"\0", &limits),
-            Err(FrameError::TooLarge { limit: 0 })
-        );
-        let limits = Limits {
-            max_attrs: 0,
-            ..Limits::default()
-        };
+        assert_eq!(decode(b"\0", &limits), Err(FrameError::TooLarge { limit: 0 }));
+        let limits = Limits { max_attrs: 0, ..Limits::default() };
         assert!(decode(b"\0", &limits).unwrap().is_some());
-        assert_eq!(
-            decode(b"a\0", &limits),
-            Err(FrameError::TooManyAttributes { limit: 0 })
-        );
+        assert_eq!(decode(b"a\0", &limits), Err(FrameError::TooManyAttributes { limit: 0 }));
     }
 
     #[test]
     fn non_utf8_name_is_rejected() {
-        assert_eq!(
-            decode(b"ok\0v\0\xff\xfe\0v\0\0", &Limits::default()),
-            Err(FrameError::NonUtf8Name { index: 1 })
-        );
+        assert_eq!(decode(b"ok\0v\0\xff\xfe\0v\0\0", &Limits::default()), Err(FrameError::NonUtf8Name { index: 1 }));
     }
 
     #[test]
@@ -704,21 +616,12 @@ mod tests {
     fn encode_rejects_what_would_not_read_back() {
         let mut out = b"prefix".to_vec();
         let bad = frame(&[("a", b"1"), ("", b"2")]);
-        assert_eq!(
-            encode(&bad, &mut out),
-            Err(EncodeError::EmptyName { index: 1 })
-        );
+        assert_eq!(encode(&bad, &mut out), Err(EncodeError::EmptyName { index: 1 }));
         let bad = frame(&[("a\0b", b"1")]);
-        assert_eq!(
-            encode(&bad, &mut out),
-            Err(EncodeError::NulInName { index: 0 })
-        );
+        assert_eq!(encode(&bad, &mut out), Err(EncodeError::NulInName { index: 0 }));
         let mut bad = Frame::new();
         bad.push_str("cache_id", "x\0y");
-        assert_eq!(
-            encode(&bad, &mut out),
-            Err(EncodeError::NulInValue { index: 0 })
-        );
+        assert_eq!(encode(&bad, &mut out), Err(EncodeError::NulInValue { index: 0 }));
         assert_eq!(out, b"prefix", "output must be untouched on error");
     }
 
@@ -733,10 +636,7 @@ mod tests {
     fn round_trip_keeps_order_and_duplicates() {
         let f = frame(&[("b", b"2"), ("a", b"1"), ("b", b"3")]);
         let wire = encode_to_vec(&f).unwrap();
-        assert_eq!(
-            decode(&wire, &Limits::default()).unwrap().unwrap(),
-            (f, wire.len())
-        );
+        assert_eq!(decode(&wire, &Limits::default()).unwrap().unwrap(), (f, wire.len()));
     }
 
     #[test]

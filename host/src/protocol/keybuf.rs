@@ -117,12 +117,7 @@ impl TicketKey {
         hmac_key: &[u8; HMAC_KEY_LEN],
         expires: i64,
     ) -> Self {
-        Self {
-            name: *name,
-            cipher_key: *cipher_key,
-            hmac_key: *hmac_key,
-            expires,
-        }
+        Self { name: *name, cipher_key: *cipher_key, hmac_key: *hmac_key, expires }
     }
 
     /// The key name (not secret: it appears in every ticket).
@@ -171,19 +166,10 @@ pub fn decode(buf: &[u8]) -> Result<TicketKey, KeybufError> {
     // Splitting by fixed-size chunks is total: each step returns `None`
     // instead of panicking, which the length check above rules out.
     let (name, rest) = buf.split_first_chunk::<NAME_LEN>().ok_or(length.clone())?;
-    let (cipher_key, rest) = rest
-        .split_first_chunk::<CIPHER_KEY_LEN>()
-        .ok_or(length.clone())?;
-    let (hmac_key, rest) = rest
-        .split_first_chunk::<HMAC_KEY_LEN>()
-        .ok_or(length.clone())?;
+    let (cipher_key, rest) = rest.split_first_chunk::<CIPHER_KEY_LEN>().ok_or(length.clone())?;
+    let (hmac_key, rest) = rest.split_first_chunk::<HMAC_KEY_LEN>().ok_or(length.clone())?;
     let tout = rest.first_chunk::<8>().ok_or(length)?;
-    Ok(TicketKey::new(
-        name,
-        cipher_key,
-        hmac_key,
-        i64::from_le_bytes(*tout),
-    ))
+    Ok(TicketKey::new(name, cipher_key, hmac_key, i64::from_le_bytes(*tout)))
 }
 
 #[cfg(test)]
@@ -260,10 +246,7 @@ mod tests {
     fn wrong_lengths_are_rejected() {
         // 84 is the 32-bit time_t layout; 16 is an echoed key name.
         for len in [0, 16, 84, 87, 89, 176] {
-            assert_eq!(
-                decode(&vec![0u8; len]).unwrap_err(),
-                KeybufError::Length { len }
-            );
+            assert_eq!(decode(&vec![0u8; len]).unwrap_err(), KeybufError::Length { len });
         }
     }
 

@@ -308,18 +308,14 @@ impl Request {
     /// `ATTR_FLAG_STRICT`).
     pub fn from_frame(frame: &Frame) -> Result<Request, RequestError> {
         let (kind, rest) = match frame.attrs.split_first() {
-            Some(((name, value), rest)) if name == ATTR_REQUEST => {
-                match RequestKind::from_name(value) {
-                    Some(kind) => (kind, rest),
-                    None => {
-                        return Err(RequestError::UnknownRequest { name: shown(value) });
-                    }
+            Some(((name, value), rest)) if name == ATTR_REQUEST => match RequestKind::from_name(value) {
+                Some(kind) => (kind, rest),
+                None => {
+                    return Err(RequestError::UnknownRequest { name: shown(value) });
                 }
-            }
+            },
             Some(((name, _), _)) => {
-                return Err(RequestError::NotARequest {
-                    found: Some(shown(name.as_bytes())),
-                });
+                return Err(RequestError::NotARequest { found: Some(shown(name.as_bytes())) });
             }
             None => return Err(RequestError::NotARequest { found: None }),
         };
@@ -329,25 +325,19 @@ impl Request {
     fn parse_args(kind: RequestKind, attrs: &[(String, Vec<u8>)]) -> Result<Request, AttrError> {
         let mut c = Cursor::new(attrs);
         let request = match kind {
-            RequestKind::Seed => Request::Seed {
-                size: c.take_u32(ATTR_SIZE)?,
-            },
-            RequestKind::Policy => Request::Policy {
-                cache_type: c.take_str(ATTR_CACHE_TYPE)?,
-            },
-            RequestKind::Lookup => Request::Lookup {
-                cache_type: c.take_str(ATTR_CACHE_TYPE)?,
-                cache_id: c.take_str(ATTR_CACHE_ID)?,
-            },
+            RequestKind::Seed => Request::Seed { size: c.take_u32(ATTR_SIZE)? },
+            RequestKind::Policy => Request::Policy { cache_type: c.take_str(ATTR_CACHE_TYPE)? },
+            RequestKind::Lookup => {
+                Request::Lookup { cache_type: c.take_str(ATTR_CACHE_TYPE)?, cache_id: c.take_str(ATTR_CACHE_ID)? }
+            }
             RequestKind::Update => Request::Update {
                 cache_type: c.take_str(ATTR_CACHE_TYPE)?,
                 cache_id: c.take_str(ATTR_CACHE_ID)?,
                 session: c.take_data(ATTR_SESSION)?,
             },
-            RequestKind::Delete => Request::Delete {
-                cache_type: c.take_str(ATTR_CACHE_TYPE)?,
-                cache_id: c.take_str(ATTR_CACHE_ID)?,
-            },
+            RequestKind::Delete => {
+                Request::Delete { cache_type: c.take_str(ATTR_CACHE_TYPE)?, cache_id: c.take_str(ATTR_CACHE_ID)? }
+            }
             RequestKind::TicketKey => Request::TicketKey {
                 // Not secret: the name travels in clear inside every ticket.
                 key_name: c.take_data(ATTR_KEYNAME)?.to_vec(),
@@ -371,22 +361,10 @@ impl Request {
             Request::Policy { cache_type } => {
                 f.push_str(ATTR_CACHE_TYPE, cache_type);
             }
-            Request::Lookup {
-                cache_type,
-                cache_id,
+            Request::Lookup { cache_type, cache_id } | Request::Delete { cache_type, cache_id } => {
+                f.push_str(ATTR_CACHE_TYPE, cache_type).push_str(ATTR_CACHE_ID, cache_id);
             }
-            | Request::Delete {
-                cache_type,
-                cache_id,
-            } => {
-                f.push_str(ATTR_CACHE_TYPE, cache_type)
-                    .push_str(ATTR_CACHE_ID, cache_id);
-            }
-            Request::Update {
-                cache_type,
-                cache_id,
-                session,
-            } => {
+            Request::Update { cache_type, cache_id, session } => {
                 f.push_str(ATTR_CACHE_TYPE, cache_type)
                     .push_str(ATTR_CACHE_ID, cache_id)
                     .push_data(ATTR_SESSION, session);
@@ -403,40 +381,22 @@ impl fmt::Debug for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Request::Seed { size } => f.debug_struct("Seed").field("size", size).finish(),
-            Request::Policy { cache_type } => f
-                .debug_struct("Policy")
-                .field("cache_type", cache_type)
-                .finish(),
-            Request::Lookup {
-                cache_type,
-                cache_id,
-            } => f
-                .debug_struct("Lookup")
-                .field("cache_type", cache_type)
-                .field("cache_id", cache_id)
-                .finish(),
-            Request::Update {
-                cache_type,
-                cache_id,
-                session,
-            } => f
+            Request::Policy { cache_type } => f.debug_struct("Policy").field("cache_type", cache_type).finish(),
+            Request::Lookup { cache_type, cache_id } => {
+                f.debug_struct("Lookup").field("cache_type", cache_type).field("cache_id", cache_id).finish()
+            }
+            Request::Update { cache_type, cache_id, session } => f
                 .debug_struct("Update")
                 .field("cache_type", cache_type)
                 .field("cache_id", cache_id)
                 .field("session", &Redacted(session.len()))
                 .finish(),
-            Request::Delete {
-                cache_type,
-                cache_id,
-            } => f
-                .debug_struct("Delete")
-                .field("cache_type", cache_type)
-                .field("cache_id", cache_id)
-                .finish(),
-            Request::TicketKey { key_name } => f
-                .debug_struct("TicketKey")
-                .field("key_name", &hex::encode(key_name))
-                .finish(),
+            Request::Delete { cache_type, cache_id } => {
+                f.debug_struct("Delete").field("cache_type", cache_type).field("cache_id", cache_id).finish()
+            }
+            Request::TicketKey { key_name } => {
+                f.debug_struct("TicketKey").field("key_name", &hex::encode(key_name)).finish()
+            }
         }
     }
 }
@@ -487,9 +447,7 @@ impl RequestError {
     pub fn reply(&self) -> Reply {
         match self.kind() {
             Some(kind) => Reply::failure(kind),
-            None => Reply::Bare {
-                status: Status::Fail,
-            },
+            None => Reply::Bare { status: Status::Fail },
         }
     }
 }
@@ -624,25 +582,12 @@ impl Reply {
     pub fn failure(kind: RequestKind) -> Reply {
         let status = Status::Fail;
         match kind {
-            RequestKind::Seed => Reply::Seed {
-                status,
-                seed: Zeroizing::default(),
-            },
-            RequestKind::Policy => Reply::Policy {
-                status,
-                cachable: false,
-                timeout: 0,
-            },
-            RequestKind::Lookup => Reply::Lookup {
-                status,
-                session: Zeroizing::default(),
-            },
+            RequestKind::Seed => Reply::Seed { status, seed: Zeroizing::default() },
+            RequestKind::Policy => Reply::Policy { status, cachable: false, timeout: 0 },
+            RequestKind::Lookup => Reply::Lookup { status, session: Zeroizing::default() },
             RequestKind::Update => Reply::Update { status },
             RequestKind::Delete => Reply::Delete { status },
-            RequestKind::TicketKey => Reply::TicketKey {
-                status,
-                keybuf: Zeroizing::default(),
-            },
+            RequestKind::TicketKey => Reply::TicketKey { status, keybuf: Zeroizing::default() },
         }
     }
 
@@ -680,11 +625,8 @@ impl Reply {
             Reply::Seed { seed, .. } => {
                 f.push_data(ATTR_SEED, seed);
             }
-            Reply::Policy {
-                cachable, timeout, ..
-            } => {
-                f.push_int(ATTR_CACHABLE, u32::from(*cachable))
-                    .push_int(ATTR_TIMEOUT, *timeout);
+            Reply::Policy { cachable, timeout, .. } => {
+                f.push_int(ATTR_CACHABLE, u32::from(*cachable)).push_int(ATTR_TIMEOUT, *timeout);
             }
             Reply::Lookup { session, .. } => {
                 f.push_data(ATTR_SESSION, session);
@@ -706,32 +648,19 @@ impl Reply {
         let mut c = Cursor::new(&frame.attrs);
         let status = take_status(&mut c)?;
         let reply = match kind {
-            RequestKind::Seed => Reply::Seed {
-                status,
-                seed: c.take_data(ATTR_SEED)?,
-            },
+            RequestKind::Seed => Reply::Seed { status, seed: c.take_data(ATTR_SEED)? },
             RequestKind::Policy => {
                 let cachable = match c.take_u32(ATTR_CACHABLE)? {
                     0 => false,
                     1 => true,
                     value => return Err(ReplyError::BadCachable { value }),
                 };
-                Reply::Policy {
-                    status,
-                    cachable,
-                    timeout: c.take_u32(ATTR_TIMEOUT)?,
-                }
+                Reply::Policy { status, cachable, timeout: c.take_u32(ATTR_TIMEOUT)? }
             }
-            RequestKind::Lookup => Reply::Lookup {
-                status,
-                session: c.take_data(ATTR_SESSION)?,
-            },
+            RequestKind::Lookup => Reply::Lookup { status, session: c.take_data(ATTR_SESSION)? },
             RequestKind::Update => Reply::Update { status },
             RequestKind::Delete => Reply::Delete { status },
-            RequestKind::TicketKey => Reply::TicketKey {
-                status,
-                keybuf: c.take_data(ATTR_KEYBUF)?,
-            },
+            RequestKind::TicketKey => Reply::TicketKey { status, keybuf: c.take_data(ATTR_KEYBUF)? },
         };
         c.finish()?;
         Ok(reply)
@@ -750,33 +679,23 @@ impl Reply {
 impl fmt::Debug for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Reply::Seed { status, seed } => f
-                .debug_struct("Seed")
-                .field("status", status)
-                .field("seed", &Redacted(seed.len()))
-                .finish(),
-            Reply::Policy {
-                status,
-                cachable,
-                timeout,
-            } => f
+            Reply::Seed { status, seed } => {
+                f.debug_struct("Seed").field("status", status).field("seed", &Redacted(seed.len())).finish()
+            }
+            Reply::Policy { status, cachable, timeout } => f
                 .debug_struct("Policy")
                 .field("status", status)
                 .field("cachable", cachable)
                 .field("timeout", timeout)
                 .finish(),
-            Reply::Lookup { status, session } => f
-                .debug_struct("Lookup")
-                .field("status", status)
-                .field("session", &Redacted(session.len()))
-                .finish(),
+            Reply::Lookup { status, session } => {
+                f.debug_struct("Lookup").field("status", status).field("session", &Redacted(session.len())).finish()
+            }
             Reply::Update { status } => f.debug_struct("Update").field("status", status).finish(),
             Reply::Delete { status } => f.debug_struct("Delete").field("status", status).finish(),
-            Reply::TicketKey { status, keybuf } => f
-                .debug_struct("TicketKey")
-                .field("status", status)
-                .field("keybuf", &Redacted(keybuf.len()))
-                .finish(),
+            Reply::TicketKey { status, keybuf } => {
+                f.debug_struct("TicketKey").field("status", status).field("keybuf", &Redacted(keybuf.len())).finish()
+            }
             Reply::Bare { status } => f.debug_struct("Bare").field("status", status).finish(),
         }
     }
@@ -825,10 +744,7 @@ impl<'a> Cursor<'a> {
                 self.attrs = rest;
                 Ok(value)
             }
-            Some(((name, _), _)) => Err(AttrError::Unexpected {
-                expected,
-                found: shown(name.as_bytes()),
-            }),
+            Some(((name, _), _)) => Err(AttrError::Unexpected { expected, found: shown(name.as_bytes()) }),
             None => Err(AttrError::Missing { expected }),
         }
     }
@@ -849,9 +765,7 @@ impl<'a> Cursor<'a> {
     /// Succeeds if every attribute has been taken.
     fn finish(self) -> Result<(), AttrError> {
         match self.attrs.first() {
-            Some((name, _)) => Err(AttrError::Extra {
-                found: shown(name.as_bytes()),
-            }),
+            Some((name, _)) => Err(AttrError::Extra { found: shown(name.as_bytes()) }),
             None => Ok(()),
         }
     }
@@ -896,12 +810,7 @@ fn decode_base64(text: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
 /// input bytes.
 fn shown(bytes: &[u8]) -> String {
     const MAX: usize = 64;
-    let mut s: String = bytes
-        .iter()
-        .take(MAX)
-        .flat_map(|b| b.escape_ascii())
-        .map(char::from)
-        .collect();
+    let mut s: String = bytes.iter().take(MAX).flat_map(|b| b.escape_ascii()).map(char::from).collect();
     if bytes.len() > MAX {
         s.push_str("...");
     }
@@ -968,10 +877,7 @@ mod tests {
     #[test]
     fn announcement_bytes() {
         // Reference §1.5, 26 bytes as captured.
-        let captured = hex_dump(&[
-            "70 72 6f 74 6f 63 6f 6c 00 74 6c 73 6d 67 72 5f",
-            "70 72 6f 74 6f 63 6f 6c 00 00",
-        ]);
+        let captured = hex_dump(&["70 72 6f 74 6f 63 6f 6c 00 74 6c 73 6d 67 72 5f", "70 72 6f 74 6f 63 6f 6c 00 00"]);
         assert_eq!(ANNOUNCEMENT, captured);
         assert_eq!(ANNOUNCEMENT.len(), 26);
         let f = decode_frame(ANNOUNCEMENT);
@@ -1028,42 +934,22 @@ mod tests {
         ]);
         request_transcript(
             &bytes,
-            Request::Lookup {
-                cache_type: "smtpd".into(),
-                cache_id: "PROBE&s=probe&l=1".into(),
-            },
+            Request::Lookup { cache_type: "smtpd".into(), cache_id: "PROBE&s=probe&l=1".into() },
         );
     }
 
     #[test]
     fn transcript_lookup_found_reply() {
-        let bytes = hex_dump(&[
-            "73 74 61 74 75 73 00 30 00 73 65 73 73 69 6f 6e",
-            "00 61 47 56 73 62 47 38 3d 00 00",
-        ]);
+        let bytes = hex_dump(&["73 74 61 74 75 73 00 30 00 73 65 73 73 69 6f 6e", "00 61 47 56 73 62 47 38 3d 00 00"]);
         assert_eq!(bytes, b"status\x000\0session\0aGVsbG8=\0\0");
-        reply_transcript(
-            &bytes,
-            Reply::Lookup {
-                status: Status::Ok,
-                session: z(b"hello"),
-            },
-        );
+        reply_transcript(&bytes, Reply::Lookup { status: Status::Ok, session: z(b"hello") });
     }
 
     #[test]
     fn transcript_lookup_not_found_reply() {
-        let bytes = hex_dump(&[
-            "73 74 61 74 75 73 00 34 32 39 34 39 36 37 32 39",
-            "35 00 73 65 73 73 69 6f 6e 00 00 00",
-        ]);
-        reply_transcript(
-            &bytes,
-            Reply::Lookup {
-                status: Status::Err,
-                session: z(b""),
-            },
-        );
+        let bytes =
+            hex_dump(&["73 74 61 74 75 73 00 34 32 39 34 39 36 37 32 39", "35 00 73 65 73 73 69 6f 6e 00 00 00"]);
+        reply_transcript(&bytes, Reply::Lookup { status: Status::Err, session: z(b"") });
     }
 
     #[test]
@@ -1072,13 +958,7 @@ mod tests {
         let mut bytes = b"request\0lookup\0cache_type\0smtpd\0cache_id\0".to_vec();
         bytes.extend_from_slice(id.as_bytes());
         bytes.extend_from_slice(b"\0\0");
-        request_transcript(
-            &bytes,
-            Request::Lookup {
-                cache_type: "smtpd".into(),
-                cache_id: id.into(),
-            },
-        );
+        request_transcript(&bytes, Request::Lookup { cache_type: "smtpd".into(), cache_id: id.into() });
     }
 
     #[test]
@@ -1098,37 +978,22 @@ mod tests {
 
     #[test]
     fn transcript_real_smtpd_policy() {
-        request_transcript(
-            b"request\0policy\0cache_type\0smtpd\0\0",
-            Request::Policy {
-                cache_type: "smtpd".into(),
-            },
-        );
+        request_transcript(b"request\0policy\0cache_type\0smtpd\0\0", Request::Policy { cache_type: "smtpd".into() });
         reply_transcript(
             b"status\x000\0cachable\x001\0timeout\x003600\0\0",
-            Reply::Policy {
-                status: Status::Ok,
-                cachable: true,
-                timeout: 3600,
-            },
+            Reply::Policy { status: Status::Ok, cachable: true, timeout: 3600 },
         );
     }
 
     #[test]
     fn transcript_real_smtpd_tktkey_request() {
-        request_transcript(
-            b"request\0tktkey\0keyname\0\0\0",
-            Request::TicketKey { key_name: vec![] },
-        );
+        request_transcript(b"request\0tktkey\0keyname\0\0\0", Request::TicketKey { key_name: vec![] });
     }
 
     #[test]
     fn tktkey_reply_carries_an_88_byte_keybuf() {
         let keybuf = super::super::keybuf::encode(&[1; 16], &[2; 32], &[3; 32], 1_795_332_805);
-        let reply = Reply::TicketKey {
-            status: Status::Ok,
-            keybuf: z(&keybuf[..]),
-        };
+        let reply = Reply::TicketKey { status: Status::Ok, keybuf: z(&keybuf[..]) };
         let bytes = wire(&reply.to_frame());
         let prefix = b"status\x000\0keybuf\0";
         assert!(bytes.starts_with(prefix));
@@ -1145,9 +1010,7 @@ mod tests {
         vec![
             Request::Seed { size: 0 },
             Request::Seed { size: u32::MAX },
-            Request::Policy {
-                cache_type: "lmtp".into(),
-            },
+            Request::Policy { cache_type: "lmtp".into() },
             Request::Lookup {
                 cache_type: "smtp".into(),
                 cache_id: "smtp&[127.0.0.1]:10025&127.0.0.1&127.0.0.1&&34D8A6C0".into(),
@@ -1157,19 +1020,10 @@ mod tests {
                 cache_id: "AB&s=smtp&l=1".into(),
                 session: z(&(0..=255).collect::<Vec<u8>>()),
             },
-            Request::Update {
-                cache_type: "".into(),
-                cache_id: "".into(),
-                session: z(b""),
-            },
-            Request::Delete {
-                cache_type: "smtpd".into(),
-                cache_id: "x".into(),
-            },
+            Request::Update { cache_type: "".into(), cache_id: "".into(), session: z(b"") },
+            Request::Delete { cache_type: "smtpd".into(), cache_id: "x".into() },
             Request::TicketKey { key_name: vec![] },
-            Request::TicketKey {
-                key_name: vec![0, 0xff, 7, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
-            },
+            Request::TicketKey { key_name: vec![0, 0xff, 7, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12] },
             Request::TicketKey { key_name: vec![9] },
         ]
     }
@@ -1188,11 +1042,7 @@ mod tests {
         for request in all_requests() {
             let bytes = wire(&request.to_frame());
             for cut in 0..bytes.len() {
-                assert_eq!(
-                    attr0::decode(&bytes[..cut], &Limits::default()).unwrap(),
-                    None,
-                    "{request:?} cut at {cut}"
-                );
+                assert_eq!(attr0::decode(&bytes[..cut], &Limits::default()).unwrap(), None, "{request:?} cut at {cut}");
             }
         }
     }
@@ -1200,25 +1050,12 @@ mod tests {
     fn all_replies() -> Vec<Reply> {
         let mut v = Vec::new();
         for status in [Status::Ok, Status::Err, Status::Fail] {
-            v.push(Reply::Seed {
-                status,
-                seed: z(&[0xAB; 32]),
-            });
-            v.push(Reply::Policy {
-                status,
-                cachable: status == Status::Ok,
-                timeout: 3600,
-            });
-            v.push(Reply::Lookup {
-                status,
-                session: z(b"\x30\x81\x87"),
-            });
+            v.push(Reply::Seed { status, seed: z(&[0xAB; 32]) });
+            v.push(Reply::Policy { status, cachable: status == Status::Ok, timeout: 3600 });
+            v.push(Reply::Lookup { status, session: z(b"\x30\x81\x87") });
             v.push(Reply::Update { status });
             v.push(Reply::Delete { status });
-            v.push(Reply::TicketKey {
-                status,
-                keybuf: z(&[5; 16]),
-            });
+            v.push(Reply::TicketKey { status, keybuf: z(&[5; 16]) });
         }
         v
     }
@@ -1232,9 +1069,7 @@ mod tests {
             let back = Reply::from_frame(kind, &decode_frame(&bytes)).unwrap();
             assert_eq!(back, reply);
         }
-        let bare = Reply::Bare {
-            status: Status::Fail,
-        };
+        let bare = Reply::Bare { status: Status::Fail };
         let bytes = wire(&bare.to_frame());
         assert_eq!(bytes, b"status\x004294967294\0\0");
         assert_eq!(Reply::bare_from_frame(&decode_frame(&bytes)).unwrap(), bare);
@@ -1244,17 +1079,11 @@ mod tests {
     fn failure_replies_are_byte_exact_and_carry_no_data() {
         let cases: [(RequestKind, &[u8]); 6] = [
             (RequestKind::Seed, b"status\x004294967294\0seed\0\0\0"),
-            (
-                RequestKind::Policy,
-                b"status\x004294967294\0cachable\x000\0timeout\x000\0\0",
-            ),
+            (RequestKind::Policy, b"status\x004294967294\0cachable\x000\0timeout\x000\0\0"),
             (RequestKind::Lookup, b"status\x004294967294\0session\0\0\0"),
             (RequestKind::Update, b"status\x004294967294\0\0"),
             (RequestKind::Delete, b"status\x004294967294\0\0"),
-            (
-                RequestKind::TicketKey,
-                b"status\x004294967294\0keybuf\0\0\0",
-            ),
+            (RequestKind::TicketKey, b"status\x004294967294\0keybuf\0\0\0"),
         ];
         for (kind, bytes) in cases {
             let reply = Reply::failure(kind);
@@ -1272,11 +1101,7 @@ mod tests {
 
     #[test]
     fn not_a_request_gets_a_bare_fail() {
-        for bytes in [
-            &b"\0"[..],
-            b"cache_type\0smtpd\0request\0lookup\0\0",
-            b"Request\0seed\0size\x0032\0\0",
-        ] {
+        for bytes in [&b"\0"[..], b"cache_type\0smtpd\0request\0lookup\0\0", b"Request\0seed\0size\x0032\0\0"] {
             let e = request_error(bytes);
             assert!(matches!(e, RequestError::NotARequest { .. }), "{e}");
             assert_eq!(e.kind(), None);
@@ -1284,36 +1109,18 @@ mod tests {
         }
         assert_eq!(
             request_error(b"cache_type\0smtpd\0\0"),
-            RequestError::NotARequest {
-                found: Some("cache_type".into())
-            }
+            RequestError::NotARequest { found: Some("cache_type".into()) }
         );
-        assert_eq!(
-            request_error(b"\0"),
-            RequestError::NotARequest { found: None }
-        );
+        assert_eq!(request_error(b"\0"), RequestError::NotARequest { found: None });
     }
 
     #[test]
     fn unknown_request_gets_a_bare_fail() {
         let e = request_error(b"request\0frobnicate\0\0");
-        assert_eq!(
-            e,
-            RequestError::UnknownRequest {
-                name: "frobnicate".into()
-            }
-        );
-        assert_eq!(
-            e.reply(),
-            Reply::Bare {
-                status: Status::Fail
-            }
-        );
+        assert_eq!(e, RequestError::UnknownRequest { name: "frobnicate".into() });
+        assert_eq!(e.reply(), Reply::Bare { status: Status::Fail });
         // The master trigger string sent as an attribute list is not special.
-        assert!(matches!(
-            request_error(b"request\0W\0\0"),
-            RequestError::UnknownRequest { .. }
-        ));
+        assert!(matches!(request_error(b"request\0W\0\0"), RequestError::UnknownRequest { .. }));
         // Non-UTF-8 and overlong names are escaped and truncated for logs.
         let mut long = b"request\0\xff\n".to_vec();
         long.extend(std::iter::repeat_n(b'x', 100));
@@ -1340,16 +1147,8 @@ mod tests {
         let cases: [(&[u8], RequestKind, &str); 7] = [
             (b"request\0seed\0\0", RequestKind::Seed, ATTR_SIZE),
             (b"request\0policy\0\0", RequestKind::Policy, ATTR_CACHE_TYPE),
-            (
-                b"request\0lookup\0cache_type\0smtpd\0\0",
-                RequestKind::Lookup,
-                ATTR_CACHE_ID,
-            ),
-            (
-                b"request\0update\0cache_type\0smtpd\0cache_id\0x\0\0",
-                RequestKind::Update,
-                ATTR_SESSION,
-            ),
+            (b"request\0lookup\0cache_type\0smtpd\0\0", RequestKind::Lookup, ATTR_CACHE_ID),
+            (b"request\0update\0cache_type\0smtpd\0cache_id\0x\0\0", RequestKind::Update, ATTR_SESSION),
             (b"request\0delete\0\0", RequestKind::Delete, ATTR_CACHE_TYPE),
             (b"request\0tktkey\0\0", RequestKind::TicketKey, ATTR_KEYNAME),
             (b"request\0lookup\0\0", RequestKind::Lookup, ATTR_CACHE_TYPE),
@@ -1363,21 +1162,11 @@ mod tests {
     fn extra_attributes() {
         assert_eq!(
             malformed(b"request\0seed\0size\x0032\0size\x0032\0\0"),
-            (
-                RequestKind::Seed,
-                AttrError::Extra {
-                    found: "size".into()
-                }
-            )
+            (RequestKind::Seed, AttrError::Extra { found: "size".into() })
         );
         assert_eq!(
             malformed(b"request\0delete\0cache_type\0smtpd\0cache_id\0x\0session\0\0\0"),
-            (
-                RequestKind::Delete,
-                AttrError::Extra {
-                    found: "session".into()
-                }
-            )
+            (RequestKind::Delete, AttrError::Extra { found: "session".into() })
         );
     }
 
@@ -1385,23 +1174,11 @@ mod tests {
     fn out_of_order_or_unknown_attributes() {
         assert_eq!(
             malformed(b"request\0lookup\0cache_id\0x\0cache_type\0smtpd\0\0"),
-            (
-                RequestKind::Lookup,
-                AttrError::Unexpected {
-                    expected: ATTR_CACHE_TYPE,
-                    found: "cache_id".into()
-                }
-            )
+            (RequestKind::Lookup, AttrError::Unexpected { expected: ATTR_CACHE_TYPE, found: "cache_id".into() })
         );
         assert_eq!(
             malformed(b"request\0policy\0junk\0x\0cache_type\0smtpd\0\0"),
-            (
-                RequestKind::Policy,
-                AttrError::Unexpected {
-                    expected: ATTR_CACHE_TYPE,
-                    found: "junk".into()
-                }
-            )
+            (RequestKind::Policy, AttrError::Unexpected { expected: ATTR_CACHE_TYPE, found: "junk".into() })
         );
         // `request` repeated.
         assert!(matches!(
@@ -1415,42 +1192,21 @@ mod tests {
         let e = request_error(b"request\0lookup\0cache_type\0smtpd\0\0");
         assert_eq!(e.kind(), Some(RequestKind::Lookup));
         assert_eq!(e.reply(), Reply::failure(RequestKind::Lookup));
-        assert_eq!(
-            wire(&e.reply().to_frame()),
-            b"status\x004294967294\0session\0\0\0"
-        );
+        assert_eq!(wire(&e.reply().to_frame()), b"status\x004294967294\0session\0\0\0");
         let e = request_error(b"request\0tktkey\0keyname\0!!!!\0\0");
-        assert_eq!(
-            wire(&e.reply().to_frame()),
-            b"status\x004294967294\0keybuf\0\0\0"
-        );
+        assert_eq!(wire(&e.reply().to_frame()), b"status\x004294967294\0keybuf\0\0\0");
         let e = request_error(b"request\0policy\0\0");
-        assert_eq!(
-            e.reply(),
-            Reply::Policy {
-                status: Status::Fail,
-                cachable: false,
-                timeout: 0
-            }
-        );
+        assert_eq!(e.reply(), Reply::Policy { status: Status::Fail, cachable: false, timeout: 0 });
     }
 
     #[test]
     fn numbers_must_be_canonical() {
-        let ok: [(&[u8], u32); 4] = [
-            (b"0", 0),
-            (b"32", 32),
-            (b"255", 255),
-            (b"4294967295", u32::MAX),
-        ];
+        let ok: [(&[u8], u32); 4] = [(b"0", 0), (b"32", 32), (b"255", 255), (b"4294967295", u32::MAX)];
         for (digits, n) in ok {
             let mut bytes = b"request\0seed\0size\0".to_vec();
             bytes.extend_from_slice(digits);
             bytes.extend_from_slice(b"\0\0");
-            assert_eq!(
-                Request::from_frame(&decode_frame(&bytes)).unwrap(),
-                Request::Seed { size: n }
-            );
+            assert_eq!(Request::from_frame(&decode_frame(&bytes)).unwrap(), Request::Seed { size: n });
         }
         // glibc's sscanf would accept most of these.
         let bad: [&[u8]; 12] = [
@@ -1490,16 +1246,9 @@ mod tests {
         };
         assert_eq!(
             decode_name(b"AAECAwQFBgcICQoLDA0ODw==").unwrap(),
-            Request::TicketKey {
-                key_name: (0..16).collect()
-            }
+            Request::TicketKey { key_name: (0..16).collect() }
         );
-        assert_eq!(
-            decode_name(b"Zm9v").unwrap(),
-            Request::TicketKey {
-                key_name: b"foo".to_vec()
-            }
-        );
+        assert_eq!(decode_name(b"Zm9v").unwrap(), Request::TicketKey { key_name: b"foo".to_vec() });
         // Postfix accepts the first three (stopping at '=' or ignoring
         // trailing bits); none is what its encoder would send.
         let bad: [&[u8]; 11] = [
@@ -1527,36 +1276,19 @@ mod tests {
             );
         }
         // Same rules for the session in an update.
-        let (kind, error) =
-            malformed(b"request\0update\0cache_type\0smtpd\0cache_id\0x\0session\0AA\0\0");
-        assert_eq!(
-            (kind, error),
-            (
-                RequestKind::Update,
-                AttrError::BadBase64 { attr: ATTR_SESSION }
-            )
-        );
+        let (kind, error) = malformed(b"request\0update\0cache_type\0smtpd\0cache_id\0x\0session\0AA\0\0");
+        assert_eq!((kind, error), (RequestKind::Update, AttrError::BadBase64 { attr: ATTR_SESSION }));
     }
 
     #[test]
     fn strings_must_be_utf8() {
         assert_eq!(
             malformed(b"request\0policy\0cache_type\0\xff\0\0"),
-            (
-                RequestKind::Policy,
-                AttrError::NonUtf8 {
-                    attr: ATTR_CACHE_TYPE
-                }
-            )
+            (RequestKind::Policy, AttrError::NonUtf8 { attr: ATTR_CACHE_TYPE })
         );
         assert_eq!(
             malformed(b"request\0delete\0cache_type\0smtpd\0cache_id\0\xc3\0\0"),
-            (
-                RequestKind::Delete,
-                AttrError::NonUtf8 {
-                    attr: ATTR_CACHE_ID
-                }
-            )
+            (RequestKind::Delete, AttrError::NonUtf8 { attr: ATTR_CACHE_ID })
         );
         // Valid UTF-8 beyond ASCII is fine.
         assert_eq!(
@@ -1564,23 +1296,14 @@ mod tests {
                 "request\0delete\0cache_type\0smtpd\0cache_id\0m\u{fc}ller\0\0".as_bytes()
             ))
             .unwrap(),
-            Request::Delete {
-                cache_type: "smtpd".into(),
-                cache_id: "m\u{fc}ller".into()
-            }
+            Request::Delete { cache_type: "smtpd".into(), cache_id: "m\u{fc}ller".into() }
         );
     }
 
     #[test]
     fn request_with_nul_in_a_string_cannot_be_encoded() {
-        let r = Request::Lookup {
-            cache_type: "smtpd".into(),
-            cache_id: "a\0b".into(),
-        };
-        assert_eq!(
-            attr0::encode_to_vec(&r.to_frame()),
-            Err(attr0::EncodeError::NulInValue { index: 2 })
-        );
+        let r = Request::Lookup { cache_type: "smtpd".into(), cache_id: "a\0b".into() };
+        assert_eq!(attr0::encode_to_vec(&r.to_frame()), Err(attr0::EncodeError::NulInValue { index: 2 }));
     }
 
     // --- Reply decoding errors (client direction) ---
@@ -1590,90 +1313,53 @@ mod tests {
         // A bare status where data is expected: the Postfix client would
         // count 1 conversion and fail the call.
         assert_eq!(
-            Reply::from_frame(
-                RequestKind::Lookup,
-                &decode_frame(b"status\x004294967294\0\0")
-            ),
-            Err(ReplyError::Attr(AttrError::Missing {
-                expected: ATTR_SESSION
-            }))
+            Reply::from_frame(RequestKind::Lookup, &decode_frame(b"status\x004294967294\0\0")),
+            Err(ReplyError::Attr(AttrError::Missing { expected: ATTR_SESSION }))
         );
         assert_eq!(
             Reply::from_frame(RequestKind::Update, &decode_frame(b"status\x007\0\0")),
             Err(ReplyError::UnknownStatus { value: 7 })
         );
         assert_eq!(
-            Reply::from_frame(
-                RequestKind::Policy,
-                &decode_frame(b"status\x000\0cachable\x002\0timeout\x000\0\0")
-            ),
+            Reply::from_frame(RequestKind::Policy, &decode_frame(b"status\x000\0cachable\x002\0timeout\x000\0\0")),
             Err(ReplyError::BadCachable { value: 2 })
         );
         assert_eq!(
-            Reply::from_frame(
-                RequestKind::Policy,
-                &decode_frame(b"status\x000\0timeout\x000\0cachable\x001\0\0")
-            ),
-            Err(ReplyError::Attr(AttrError::Unexpected {
-                expected: ATTR_CACHABLE,
-                found: "timeout".into()
-            }))
+            Reply::from_frame(RequestKind::Policy, &decode_frame(b"status\x000\0timeout\x000\0cachable\x001\0\0")),
+            Err(ReplyError::Attr(AttrError::Unexpected { expected: ATTR_CACHABLE, found: "timeout".into() }))
         );
         assert_eq!(
             Reply::from_frame(RequestKind::Delete, &decode_frame(b"status\x000\0x\0y\0\0")),
             Err(ReplyError::Attr(AttrError::Extra { found: "x".into() }))
         );
         assert_eq!(
-            Reply::from_frame(
-                RequestKind::Seed,
-                &decode_frame(b"status\x00-2\0seed\0\0\0")
-            ),
+            Reply::from_frame(RequestKind::Seed, &decode_frame(b"status\x00-2\0seed\0\0\0")),
             Err(ReplyError::Attr(AttrError::BadNumber { attr: ATTR_STATUS }))
         );
         assert_eq!(
-            Reply::from_frame(
-                RequestKind::Seed,
-                &decode_frame(b"status\x000\0seed\0A\0\0")
-            ),
+            Reply::from_frame(RequestKind::Seed, &decode_frame(b"status\x000\0seed\0A\0\0")),
             Err(ReplyError::Attr(AttrError::BadBase64 { attr: ATTR_SEED }))
         );
         assert_eq!(
             Reply::from_frame(RequestKind::Seed, &decode_frame(b"\0")),
-            Err(ReplyError::Attr(AttrError::Missing {
-                expected: ATTR_STATUS
-            }))
+            Err(ReplyError::Attr(AttrError::Missing { expected: ATTR_STATUS }))
         );
         assert_eq!(
             Reply::bare_from_frame(&decode_frame(b"status\x000\0seed\0\0\0")),
-            Err(ReplyError::Attr(AttrError::Extra {
-                found: "seed".into()
-            }))
+            Err(ReplyError::Attr(AttrError::Extra { found: "seed".into() }))
         );
     }
 
     #[test]
     fn debug_output_hides_secrets() {
-        let r = Request::Update {
-            cache_type: "smtpd".into(),
-            cache_id: "id".into(),
-            session: z(b"MASTERSECRET"),
-        };
+        let r = Request::Update { cache_type: "smtpd".into(), cache_id: "id".into(), session: z(b"MASTERSECRET") };
         let shown = format!("{r:?}");
         assert!(shown.contains("12 bytes"), "{shown}");
         assert!(!shown.contains("MASTERSECRET"), "{shown}");
         for reply in [
-            Reply::Seed {
-                status: Status::Ok,
-                seed: z(b"MASTERSECRET"),
-            },
-            Reply::Lookup {
-                status: Status::Ok,
-                session: z(b"MASTERSECRET"),
-            },
-            Reply::TicketKey {
-                status: Status::Ok,
-                keybuf: z(b"MASTERSECRET"),
-            },
+            Reply::Seed { status: Status::Ok, seed: z(b"MASTERSECRET") },
+            Reply::Lookup { status: Status::Ok, session: z(b"MASTERSECRET") },
+            Reply::TicketKey { status: Status::Ok, keybuf: z(b"MASTERSECRET") },
         ] {
             let shown = format!("{reply:?}");
             assert!(!shown.contains("MASTERSECRET"), "{shown}");
@@ -1681,12 +1367,7 @@ mod tests {
             assert!(shown.contains("12 bytes"), "{shown}");
         }
         // The ticket key name is public and useful in logs.
-        let shown = format!(
-            "{:?}",
-            Request::TicketKey {
-                key_name: vec![0xab; 2]
-            }
-        );
+        let shown = format!("{:?}", Request::TicketKey { key_name: vec![0xab; 2] });
         assert!(shown.contains("abab"), "{shown}");
     }
 }

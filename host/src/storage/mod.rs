@@ -83,8 +83,7 @@ pub trait Storage: Send + fmt::Debug {
 ///
 /// [`StorageError::TooLarge`] when any part is over its limit.
 pub fn check_sizes(table: &str, key: &[u8], value: Option<&[u8]>) -> Result<(), StorageError> {
-    if table.len() > MAX_TABLE_NAME || key.len() > MAX_KEY_BYTES || value.is_some_and(|v| v.len() > MAX_VALUE_BYTES)
-    {
+    if table.len() > MAX_TABLE_NAME || key.len() > MAX_KEY_BYTES || value.is_some_and(|v| v.len() > MAX_VALUE_BYTES) {
         return Err(StorageError::TooLarge);
     }
     Ok(())

@@ -83,8 +83,8 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("tlsmgr");
         let clock = ScriptedClock::new();
-        let core = Core::start(runtime(), caps(&clock), settings.core_config(), settings.limits())
-            .expect("core starts");
+        let core =
+            Core::start(runtime(), caps(&clock), settings.core_config(), settings.limits()).expect("core starts");
         let (actor, actor_thread) = tlskeeper::actor::spawn(core).expect("actor starts");
         let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
         let shutdown = Arc::new(AtomicBool::new(false));
