@@ -167,6 +167,13 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
     }
     let mode = settings.socket_mode().map_err(|e| fail(78, e.to_string()))?;
 
+    // Handlers before anything else: a signal that arrives while the core
+    // loads or once the socket accepts must find them in place, or it kills
+    // the daemon and leaves the socket file behind. The accept loop checks
+    // the flag before its first accept.
+    let shutdown = Arc::new(AtomicBool::new(false));
+    watch_signals(&settings.socket, Arc::clone(&shutdown))
+        .map_err(|e| fail(71, format!("cannot watch signals: {e}")))?;
     let started = std::time::Instant::now();
     let runtime = Runtime::new(settings.compile_cache_dir().as_deref()).map_err(|e| fail(70, e.to_string()))?;
     let caps = Capabilities {
@@ -186,9 +193,6 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         started.elapsed().as_millis()
     );
 
-    let shutdown = Arc::new(AtomicBool::new(false));
-    watch_signals(&settings.socket, Arc::clone(&shutdown))
-        .map_err(|e| fail(71, format!("cannot watch signals: {e}")))?;
     let service = Service::new(actor);
     let served = crate::server::serve(&listener, &service, &settings.server(), &shutdown);
     let _ = std::fs::remove_file(&settings.socket);
@@ -287,10 +291,10 @@ fn describe(reply: &Reply, show_secrets: bool) -> String {
         Reply::TicketKey { status, keybuf } => match keybuf::decode(keybuf) {
             Ok(key) => format!(
                 "status={status} name={} expires={}{}",
-                hex::encode(key.name()),
-                key.expires(),
+                hex::encode(key.name),
+                key.expires,
                 if show_secrets {
-                    format!(" cipher_key={} hmac_key={}", hex::encode(key.cipher_key()), hex::encode(key.hmac_key()))
+                    format!(" cipher_key={} hmac_key={}", hex::encode(key.cipher_key), hex::encode(key.hmac_key))
                 } else {
                     String::new()
                 }

@@ -14,7 +14,7 @@ use std::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// An RFC 5077 ticket key.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
 pub struct TicketKey {
     /// Public name carried in every ticket.
     pub name: [u8; 16],

@@ -25,10 +25,12 @@
 //! A thread per connection costs a stack each (small, 256 KiB reserved);
 //! tens of thousands of idle connections would want an event loop.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
+use std::net::Shutdown;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
@@ -64,8 +66,53 @@ const CONNECTION_STACK: usize = 256 * 1024;
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// The open connections, so that shutdown can end them: a connection
+/// thread blocked in `read` would otherwise keep the daemon alive until its
+/// client leaves or the idle timeout passes.
+#[derive(Default)]
+struct Connections {
+    next_id: AtomicU64,
+    open: Mutex<BTreeMap<u64, UnixStream>>,
+}
+
+impl Connections {
+    fn len(&self) -> usize {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Remember a handle on `stream`; the guard forgets it when dropped.
+    fn register(self: &Arc<Self>, stream: &UnixStream) -> io::Result<Registered> {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let handle = stream.try_clone()?;
+        self.open.lock().unwrap_or_else(PoisonError::into_inner).insert(id, handle);
+        Ok(Registered { connections: Arc::clone(self), id })
+    }
+
+    /// Shut down every open connection: blocked reads return end-of-file.
+    fn close_all(&self) {
+        for stream in self.open.lock().unwrap_or_else(PoisonError::into_inner).values() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Removes a connection from [`Connections`] when its thread ends, however
+/// it ends.
+struct Registered {
+    connections: Arc<Connections>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.connections.open.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.id);
+    }
+}
+
 /// Accept and serve connections on `listener` until `shutdown` is set (and
-/// the accept call woken, e.g. by a connection).
+/// the accept call woken, e.g. by a connection). On the way out every open
+/// connection is shut down, so that its thread ends and drops its handle on
+/// the core.
 ///
 /// # Errors
 ///
@@ -76,14 +123,17 @@ pub fn serve(
     settings: &ServerSettings,
     shutdown: &AtomicBool,
 ) -> io::Result<()> {
-    let active = Arc::new(AtomicUsize::new(0));
+    let connections = Arc::new(Connections::default());
     let mut refused_logged = false;
-    for stream in listener.incoming() {
+    // Checked before the first accept too: a signal may have arrived while
+    // the daemon was starting, before there was a socket to wake.
+    while !shutdown.load(Ordering::SeqCst) {
+        let accepted = listener.accept();
         if shutdown.load(Ordering::SeqCst) {
             break;
         }
-        let stream = match stream {
-            Ok(s) => s,
+        let stream = match accepted {
+            Ok((s, _)) => s,
             Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => continue,
             Err(e) => {
                 // EMFILE and friends: back off briefly rather than spin.
@@ -92,7 +142,7 @@ pub fn serve(
                 continue;
             }
         };
-        if active.load(Ordering::SeqCst) >= settings.max_connections {
+        if connections.len() >= settings.max_connections {
             if !refused_logged {
                 tracing::warn!(
                     "connection limit of {} reached; refusing new connections until some close",
@@ -104,13 +154,18 @@ pub fn serve(
             continue;
         }
         refused_logged = false;
-        active.fetch_add(1, Ordering::SeqCst);
-        let guard = ActiveGuard(Arc::clone(&active));
+        let registered = match connections.register(&stream) {
+            Ok(registered) => registered,
+            Err(e) => {
+                tracing::warn!("cannot track a new connection: {e}");
+                continue;
+            }
+        };
         let service = service.clone();
         let settings = settings.clone();
         let spawned =
             thread::Builder::new().name("tlskeeper-conn".into()).stack_size(CONNECTION_STACK).spawn(move || {
-                let _guard = guard;
+                let _registered = registered;
                 if let Err(e) = connection(stream, &service, &settings) {
                     tracing::debug!("connection ended: {e}");
                 }
@@ -119,17 +174,8 @@ pub fn serve(
             tracing::warn!("cannot start a connection thread: {e}");
         }
     }
+    connections.close_all();
     Ok(())
-}
-
-/// Decrements the active-connection count when a connection thread ends,
-/// however it ends.
-struct ActiveGuard(Arc<AtomicUsize>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// Serve one connection until the client closes it or misbehaves.

@@ -80,7 +80,7 @@ impl Service {
         let name = (!key_name.is_empty()).then(|| key_name.clone());
         match self.actor.call(move |core| core.ticket_key(name.as_deref())) {
             Ok(Ok(Some(key))) => {
-                let buf = keybuf::encode(&key.name, &key.cipher_key, &key.hmac_key, key.expires);
+                let buf = keybuf::encode(&key);
                 Reply::TicketKey { status: Status::Ok, keybuf: buf.to_vec().into() }
             }
             // tlsmgr echoes the unknown name back with ERR.

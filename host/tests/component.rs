@@ -153,3 +153,38 @@ fn housekeeping_sweeps_expired_sessions() {
     assert_eq!(stats.caches.iter().find(|c| c.name == "smtpd").unwrap().entries, 0);
     assert!(core.housekeeping().unwrap() > 0);
 }
+
+/// The compiled-core cache: the first start compiles and stores the
+/// artifact, the next one loads it.
+#[test]
+fn compiled_core_is_cached_and_reused() {
+    use tlskeeper::engine::{Origin, Runtime};
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    assert_eq!(Runtime::new(Some(&cache)).unwrap().origin(), Origin::Compiled);
+    let files: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+    assert_eq!(files.len(), 1, "one artifact, no temporary files left");
+    assert_eq!(Runtime::new(Some(&cache)).unwrap().origin(), Origin::Cached);
+}
+
+/// A cached artifact that others could have written is never loaded (it
+/// is native code), and a corrupt one is replaced, not trusted.
+#[test]
+fn unsafe_or_corrupt_artifacts_are_not_loaded() {
+    use std::os::unix::fs::PermissionsExt;
+    use tlskeeper::engine::{Origin, Runtime, artifact};
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let runtime = Runtime::new(Some(&cache)).unwrap();
+    let path = artifact::artifact_path(&cache, runtime.engine(), tlskeeper::engine::COMPONENT);
+    assert!(path.is_file());
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert_eq!(Runtime::new(Some(&cache)).unwrap().origin(), Origin::Compiled);
+
+    std::fs::write(&path, b"not a compiled component").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let runtime = Runtime::new(Some(&cache)).unwrap();
+    assert_eq!(runtime.origin(), Origin::Compiled);
+    assert_eq!(Runtime::new(Some(&cache)).unwrap().origin(), Origin::Cached, "the corrupt file was replaced");
+}

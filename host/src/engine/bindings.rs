@@ -26,5 +26,5 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq, Eq],
 });
 
-pub use exports::tlskeeper::core::manager;
-pub use tlskeeper::core::{clock, entropy, log, storage};
+pub use self::exports::tlskeeper::core::manager;
+pub use self::tlskeeper::core::{clock, entropy, log, storage};

@@ -137,6 +137,11 @@ impl Runtime {
         self.origin
     }
 
+    /// The engine the component was compiled for.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// The names of the interfaces the component imports: the whole of
     /// what the core can reach.
     pub fn imports(&self) -> Vec<String> {

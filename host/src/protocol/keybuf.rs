@@ -43,9 +43,9 @@
 //!   with a shorter key (e.g. AES-128) uses only its first bytes, as Postfix
 //!   does.
 
-use std::fmt;
+use zeroize::Zeroizing;
 
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+pub use crate::keys::TicketKey;
 
 /// Size of the encoded struct (`sizeof(TLS_TICKET_KEY)` on LP64).
 pub const KEYBUF_LEN: usize = 88;
@@ -72,18 +72,13 @@ const _: () = assert!(TOUT_AT + 8 == KEYBUF_LEN && TOUT_AT.is_multiple_of(8));
 /// The result holds the key in clear. It is wrapped in [`Zeroizing`] so it is
 /// wiped when dropped; callers that copy it elsewhere (for example into a
 /// base64 reply) must zeroize those copies too.
-pub fn encode(
-    name: &[u8; NAME_LEN],
-    cipher_key: &[u8; CIPHER_KEY_LEN],
-    hmac_key: &[u8; HMAC_KEY_LEN],
-    expires: i64,
-) -> Zeroizing<[u8; KEYBUF_LEN]> {
+pub fn encode(key: &TicketKey) -> Zeroizing<[u8; KEYBUF_LEN]> {
     let mut out = Zeroizing::new([0u8; KEYBUF_LEN]);
     // Constant in-bounds ranges of a fixed-size array: these cannot panic.
-    out[..CIPHER_KEY_AT].copy_from_slice(name);
-    out[CIPHER_KEY_AT..HMAC_KEY_AT].copy_from_slice(cipher_key);
-    out[HMAC_KEY_AT..TOUT_AT].copy_from_slice(hmac_key);
-    out[TOUT_AT..].copy_from_slice(&expires.to_le_bytes());
+    out[..CIPHER_KEY_AT].copy_from_slice(&key.name);
+    out[CIPHER_KEY_AT..HMAC_KEY_AT].copy_from_slice(&key.cipher_key);
+    out[HMAC_KEY_AT..TOUT_AT].copy_from_slice(&key.hmac_key);
+    out[TOUT_AT..].copy_from_slice(&key.expires.to_le_bytes());
     out
 }
 
@@ -99,63 +94,6 @@ pub enum KeybufError {
     },
 }
 
-/// A decoded ticket key. Zeroized on drop; `Debug` shows only the name and
-/// the expiry.
-#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
-pub struct TicketKey {
-    name: [u8; NAME_LEN],
-    cipher_key: [u8; CIPHER_KEY_LEN],
-    hmac_key: [u8; HMAC_KEY_LEN],
-    expires: i64,
-}
-
-impl TicketKey {
-    /// A key from its parts.
-    pub fn new(
-        name: &[u8; NAME_LEN],
-        cipher_key: &[u8; CIPHER_KEY_LEN],
-        hmac_key: &[u8; HMAC_KEY_LEN],
-        expires: i64,
-    ) -> Self {
-        Self { name: *name, cipher_key: *cipher_key, hmac_key: *hmac_key, expires }
-    }
-
-    /// The key name (not secret: it appears in every ticket).
-    pub fn name(&self) -> &[u8; NAME_LEN] {
-        &self.name
-    }
-
-    /// The cipher key; secret.
-    pub fn cipher_key(&self) -> &[u8; CIPHER_KEY_LEN] {
-        &self.cipher_key
-    }
-
-    /// The HMAC key; secret.
-    pub fn hmac_key(&self) -> &[u8; HMAC_KEY_LEN] {
-        &self.hmac_key
-    }
-
-    /// The struct's `tout`: end of the encryption window, seconds since the
-    /// epoch.
-    pub fn expires(&self) -> i64 {
-        self.expires
-    }
-
-    /// This key as a `keybuf` ([`encode`]).
-    pub fn encode(&self) -> Zeroizing<[u8; KEYBUF_LEN]> {
-        encode(&self.name, &self.cipher_key, &self.hmac_key, self.expires)
-    }
-}
-
-impl fmt::Debug for TicketKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TicketKey")
-            .field("name", &hex::encode(self.name))
-            .field("expires", &self.expires)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Decodes a `keybuf` (client direction), which must be exactly
 /// [`KEYBUF_LEN`] bytes.
 pub fn decode(buf: &[u8]) -> Result<TicketKey, KeybufError> {
@@ -169,7 +107,7 @@ pub fn decode(buf: &[u8]) -> Result<TicketKey, KeybufError> {
     let (cipher_key, rest) = rest.split_first_chunk::<CIPHER_KEY_LEN>().ok_or(length.clone())?;
     let (hmac_key, rest) = rest.split_first_chunk::<HMAC_KEY_LEN>().ok_or(length.clone())?;
     let tout = rest.first_chunk::<8>().ok_or(length)?;
-    Ok(TicketKey::new(name, cipher_key, hmac_key, i64::from_le_bytes(*tout)))
+    Ok(TicketKey { name: *name, cipher_key: *cipher_key, hmac_key: *hmac_key, expires: i64::from_le_bytes(*tout) })
 }
 
 #[cfg(test)]
@@ -200,7 +138,7 @@ mod tests {
     #[test]
     fn layout_is_name_cipher_hmac_then_le_time() {
         let (name, cipher, hmac) = sample();
-        let buf = encode(&name, &cipher, &hmac, 0x0102_0304_0506_0708);
+        let buf = encode(&TicketKey { name, cipher_key: cipher, hmac_key: hmac, expires: 0x0102_0304_0506_0708 });
         assert_eq!(buf.len(), 88);
         assert_eq!(&buf[0..16], &name);
         assert_eq!(&buf[16..48], &cipher);
@@ -216,7 +154,7 @@ mod tests {
         let (name, cipher, mut hmac) = sample();
         hmac[30] = 0xf0;
         hmac[31] = 0x49;
-        let buf = encode(&name, &cipher, &hmac, 1_795_332_805);
+        let buf = encode(&TicketKey { name, cipher_key: cipher, hmac_key: hmac, expires: 1_795_332_805 });
         let b64 = STANDARD.encode(&buf[..]);
         assert_eq!(b64.len(), 120);
         assert!(b64.ends_with("8EnFmgJrAAAAAA=="), "{b64}");
@@ -224,21 +162,21 @@ mod tests {
         let tail = STANDARD.decode("8EnFmgJrAAAAAA==").unwrap();
         let mut captured = [0u8; 88];
         captured[78..].copy_from_slice(&tail);
-        assert_eq!(decode(&captured).unwrap().expires(), 1_795_332_805);
+        assert_eq!(decode(&captured).unwrap().expires, 1_795_332_805);
     }
 
     #[test]
     fn round_trip() {
         let (name, cipher, hmac) = sample();
         for expires in [0, 1_795_332_805, -1, i64::MIN, i64::MAX] {
-            let buf = encode(&name, &cipher, &hmac, expires);
+            let buf = encode(&TicketKey { name, cipher_key: cipher, hmac_key: hmac, expires });
             let key = decode(&buf[..]).unwrap();
-            assert_eq!(key.name(), &name);
-            assert_eq!(key.cipher_key(), &cipher);
-            assert_eq!(key.hmac_key(), &hmac);
-            assert_eq!(key.expires(), expires);
-            assert_eq!(*key.encode(), *buf);
-            assert_eq!(key, TicketKey::new(&name, &cipher, &hmac, expires));
+            assert_eq!(&key.name, &name);
+            assert_eq!(&key.cipher_key, &cipher);
+            assert_eq!(&key.hmac_key, &hmac);
+            assert_eq!(key.expires, expires);
+            assert_eq!(*encode(&key), *buf);
+            assert_eq!(key, TicketKey { name, cipher_key: cipher, hmac_key: hmac, expires });
         }
     }
 
@@ -253,7 +191,7 @@ mod tests {
     #[test]
     fn debug_shows_name_and_expiry_only() {
         let (name, cipher, hmac) = sample();
-        let key = TicketKey::new(&name, &cipher, &hmac, 1_795_332_805);
+        let key = TicketKey { name, cipher_key: cipher, hmac_key: hmac, expires: 1_795_332_805 };
         let shown = format!("{key:?}");
         assert!(shown.contains(&hex::encode(name)), "{shown}");
         assert!(shown.contains("1795332805"), "{shown}");
@@ -266,11 +204,11 @@ mod tests {
     #[test]
     fn zeroize_wipes_the_key() {
         let (name, cipher, hmac) = sample();
-        let mut key = TicketKey::new(&name, &cipher, &hmac, 5);
-        key.zeroize();
-        assert_eq!(key.cipher_key(), &[0; 32]);
-        assert_eq!(key.hmac_key(), &[0; 32]);
-        assert_eq!(key.name(), &[0; 16]);
-        assert_eq!(key.expires(), 0);
+        let mut key = TicketKey { name, cipher_key: cipher, hmac_key: hmac, expires: 5 };
+        zeroize::Zeroize::zeroize(&mut key);
+        assert_eq!(&key.cipher_key, &[0; 32]);
+        assert_eq!(&key.hmac_key, &[0; 32]);
+        assert_eq!(&key.name, &[0; 16]);
+        assert_eq!(key.expires, 0);
     }
 }

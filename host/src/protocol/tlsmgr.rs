@@ -992,7 +992,12 @@ mod tests {
 
     #[test]
     fn tktkey_reply_carries_an_88_byte_keybuf() {
-        let keybuf = super::super::keybuf::encode(&[1; 16], &[2; 32], &[3; 32], 1_795_332_805);
+        let keybuf = super::super::keybuf::encode(&super::super::keybuf::TicketKey {
+            name: [1; 16],
+            cipher_key: [2; 32],
+            hmac_key: [3; 32],
+            expires: 1_795_332_805,
+        });
         let reply = Reply::TicketKey { status: Status::Ok, keybuf: z(&keybuf[..]) };
         let bytes = wire(&reply.to_frame());
         let prefix = b"status\x000\0keybuf\0";
