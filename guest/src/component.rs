@@ -159,7 +159,7 @@ impl wit::Guest for Component {
     }
 
     fn policy(cache: String) -> Result<wit::CachePolicy, wit::Error> {
-        with_manager(|m, caps| m.policy(caps, &cache))
+        with_manager(|m, _| m.policy(&cache))
             .map(|p| wit::CachePolicy { cachable: p.cachable, timeout_secs: p.timeout_secs })
             .map_err(to_wit_error)
     }

@@ -2,9 +2,9 @@
 //!
 //! Each method is one export call: it reads the clock at most once, applies
 //! the policy of [`crate::scache`], [`crate::tickets`] and [`crate::prng`],
-//! and returns a typed result. It also logs the warnings tlsmgr logs, in
-//! tlsmgr's words (`bogus cache type`, `bogus seed length`, `invalid session
-//! ticket key name length`), so Postfix administrators find what they know.
+//! and returns a typed result. Refusals are returned, not logged: the host's
+//! service logs them in tlsmgr's words, because only it knows which request
+//! was refused (`bogus cache type "x" in "lookup" request`).
 //!
 //! # Security
 //!
@@ -136,11 +136,11 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// [`Error::BadSeedLength`] outside 1..=255 (logged, as tlsmgr does).
+    /// [`Error::BadSeedLength`] outside 1..=255.
     pub fn seed(&mut self, caps: &mut impl Capabilities, len: u32) -> Result<Vec<u8>> {
         self.settings()?;
         if !(1..=MAX_SEED_LEN).contains(&len) {
-            return Err(warn(caps, Error::BadSeedLength(len)));
+            return Err(Error::BadSeedLength(len));
         }
         let now = caps.now_nanos();
         let mut out = alloc::vec![0u8; len as usize];
@@ -153,20 +153,20 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownCache`] (logged).
-    pub fn policy(&mut self, caps: &mut impl Capabilities, cache: &str) -> Result<Policy> {
+    /// [`Error::UnknownCache`].
+    pub fn policy(&mut self, cache: &str) -> Result<Policy> {
         self.settings()?;
         match self.caches.iter().find(|c| c.settings().name == cache) {
             Some(c) => Ok(Policy { cachable: c.settings().cachable(), timeout_secs: c.settings().timeout_secs }),
-            None => Err(warn(caps, Error::UnknownCache(cache.into()))),
+            None => Err(Error::UnknownCache(cache.into())),
         }
     }
 
     /// The cache that `lookup`, `update` and `delete` may use.
-    fn usable_cache(&mut self, caps: &mut impl Capabilities, name: &str) -> Result<&mut SessionCache> {
+    fn usable_cache(&mut self, name: &str) -> Result<&mut SessionCache> {
         self.settings()?;
         let Some(i) = self.caches.iter().position(|c| c.settings().name == name) else {
-            return Err(warn(caps, Error::UnknownCache(name.into())));
+            return Err(Error::UnknownCache(name.into()));
         };
         if !self.caches[i].settings().cachable() {
             return Err(Error::CacheDisabled(name.into()));
@@ -180,7 +180,7 @@ impl Manager {
     ///
     /// [`Error::UnknownCache`], [`Error::CacheDisabled`], [`Error::Storage`].
     pub fn lookup(&mut self, caps: &mut impl Capabilities, cache: &str, id: &str) -> Result<Option<Vec<u8>>> {
-        let cache = self.usable_cache(caps, cache)?;
+        let cache = self.usable_cache(cache)?;
         let now = caps.now_nanos() / NANOS;
         cache.lookup(caps, now, id)
     }
@@ -192,7 +192,7 @@ impl Manager {
     /// [`Error::UnknownCache`], [`Error::CacheDisabled`],
     /// [`Error::SessionTooLarge`], [`Error::CacheFull`], [`Error::Storage`].
     pub fn update(&mut self, caps: &mut impl Capabilities, cache: &str, id: &str, session: &[u8]) -> Result<()> {
-        let cache = self.usable_cache(caps, cache)?;
+        let cache = self.usable_cache(cache)?;
         let now = caps.now_nanos() / NANOS;
         cache.update(caps, now, id, session)
     }
@@ -203,7 +203,7 @@ impl Manager {
     ///
     /// [`Error::UnknownCache`], [`Error::CacheDisabled`], [`Error::Storage`].
     pub fn delete(&mut self, caps: &mut impl Capabilities, cache: &str, id: &str) -> Result<bool> {
-        self.usable_cache(caps, cache)?.delete(caps, id)
+        self.usable_cache(cache)?.delete(caps, id)
     }
 
     /// The key to encrypt with (no name), or the named key if it still
@@ -211,18 +211,18 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// [`Error::TicketsDisabled`] when T = 0; [`Error::BadKeyNameLength`]
-    /// (logged); [`Error::Storage`].
+    /// [`Error::TicketsDisabled`] when T = 0; [`Error::BadKeyNameLength`];
+    /// [`Error::Storage`].
     pub fn ticket_key(&mut self, caps: &mut impl Capabilities, name: Option<&[u8]>) -> Result<Option<TicketKey>> {
         // tlsmgr checks the name's length before the timeout; so do we, so
-        // that a bad length is logged even when tickets are off.
+        // that a bad length is reported (and logged) even when tickets are
+        // off.
         self.settings()?;
         let name: Option<&[u8; NAME_LEN]> = match name {
             None => None,
-            Some(n) => Some(
-                n.try_into()
-                    .map_err(|_| warn(caps, Error::BadKeyNameLength(u32::try_from(n.len()).unwrap_or(u32::MAX))))?,
-            ),
+            Some(n) => {
+                Some(n.try_into().map_err(|_| Error::BadKeyNameLength(u32::try_from(n.len()).unwrap_or(u32::MAX)))?)
+            }
         };
         let half = self.ticket_half()?;
         let now = caps.now_nanos();
@@ -314,12 +314,6 @@ impl Manager {
     }
 }
 
-/// Log a refusal as tlsmgr would, and hand the error back.
-fn warn(caps: &mut impl Capabilities, e: Error) -> Error {
-    caps.log(Level::Warn, &alloc::format!("{e}"));
-    e
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,7 +321,6 @@ mod tests {
     use crate::config::CacheConfig;
     use crate::scache::Counters;
     use crate::testing::{FakeCaps, SECOND};
-    use alloc::string::ToString;
     use alloc::vec;
 
     const T0: u64 = 1_700_000_000;
@@ -357,17 +350,13 @@ mod tests {
         (k.name, k.cipher_key, k.hmac_key, k.expires)
     }
 
-    fn warned(caps: &FakeCaps, message: &str) -> bool {
-        caps.logs.iter().any(|(l, m)| *l == Level::Warn && m == message)
-    }
-
     #[test]
     fn every_call_fails_before_configure() {
         let mut caps = FakeCaps::new(T0, 1);
         let mut m = Manager::new();
         assert_eq!(m.seed(&mut caps, 32), Err(Error::NotConfigured));
         assert_eq!(m.seed(&mut caps, 0), Err(Error::NotConfigured));
-        assert_eq!(m.policy(&mut caps, "smtpd"), Err(Error::NotConfigured));
+        assert_eq!(m.policy("smtpd"), Err(Error::NotConfigured));
         assert_eq!(m.lookup(&mut caps, "smtpd", "id"), Err(Error::NotConfigured));
         assert_eq!(m.update(&mut caps, "smtpd", "id", b"s"), Err(Error::NotConfigured));
         assert_eq!(m.delete(&mut caps, "smtpd", "id"), Err(Error::NotConfigured));
@@ -387,7 +376,7 @@ mod tests {
         assert!(matches!(m.configure(&mut caps, &bad), Err(Error::InvalidConfig(_))));
         assert!(caps.logs.iter().any(|(l, msg)| *l == Level::Error && msg.contains("configured twice")));
         assert_eq!(m.lookup(&mut caps, "smtpd", "id"), Ok(Some(b"s".to_vec())));
-        assert_eq!(m.policy(&mut caps, "smtpd"), Ok(Policy { cachable: true, timeout_secs: 3600 }));
+        assert_eq!(m.policy("smtpd"), Ok(Policy { cachable: true, timeout_secs: 3600 }));
     }
 
     #[test]
@@ -398,7 +387,7 @@ mod tests {
         c.caches[0].timeout_secs = 7200;
         c.caches.swap(0, 2);
         m.configure(&mut caps, &c).unwrap();
-        assert_eq!(m.policy(&mut caps, "smtpd"), Ok(Policy { cachable: true, timeout_secs: 7200 }));
+        assert_eq!(m.policy("smtpd"), Ok(Policy { cachable: true, timeout_secs: 7200 }));
         assert_eq!(m.lookup(&mut caps, "smtpd", "id"), Ok(Some(b"s".to_vec())));
         let stats = m.stats(&mut caps).unwrap();
         let smtpd = stats.caches.iter().find(|c| c.name == "smtpd").unwrap();
@@ -417,22 +406,21 @@ mod tests {
         assert!(caps.logs.iter().all(|(l, _)| *l != Level::Warn));
 
         assert_eq!(m.seed(&mut caps, 0), Err(Error::BadSeedLength(0)));
-        assert!(warned(&caps, "bogus seed length \"0\""));
         assert_eq!(m.seed(&mut caps, 256), Err(Error::BadSeedLength(256)));
-        assert!(warned(&caps, "bogus seed length \"256\""));
         assert_eq!(m.seed(&mut caps, u32::MAX), Err(Error::BadSeedLength(u32::MAX)));
         assert_eq!(m.stats(&mut caps).unwrap().seed_bytes, 1 + 255 + 32 + 32);
     }
 
     #[test]
     fn policy_reports_the_timeout_even_when_disabled() {
-        let (mut m, mut caps) = configured(&config(), 1);
-        assert_eq!(m.policy(&mut caps, "smtpd"), Ok(Policy { cachable: true, timeout_secs: 3600 }));
-        assert_eq!(m.policy(&mut caps, "smtp"), Ok(Policy { cachable: false, timeout_secs: 3600 }));
-        assert_eq!(m.policy(&mut caps, "lmtp"), Ok(Policy { cachable: false, timeout_secs: 0 }));
+        let (mut m, caps) = configured(&config(), 1);
+        assert_eq!(m.policy("smtpd"), Ok(Policy { cachable: true, timeout_secs: 3600 }));
+        assert_eq!(m.policy("smtp"), Ok(Policy { cachable: false, timeout_secs: 3600 }));
+        assert_eq!(m.policy("lmtp"), Ok(Policy { cachable: false, timeout_secs: 0 }));
         assert!(caps.logs.is_empty());
-        assert_eq!(m.policy(&mut caps, "pop3"), Err(Error::UnknownCache("pop3".into())));
-        assert_eq!(caps.logs, vec![(Level::Warn, "bogus cache type \"pop3\"".to_string())]);
+        assert_eq!(m.policy("pop3"), Err(Error::UnknownCache("pop3".into())));
+        // Refusals are the host's to log, with the request they came in.
+        assert!(caps.logs.is_empty());
     }
 
     #[test]
@@ -449,7 +437,6 @@ mod tests {
         assert_eq!(m.lookup(&mut caps, "SMTPD", "id"), Err(unknown.clone()));
         assert_eq!(m.update(&mut caps, "SMTPD", "id", b"s"), Err(unknown.clone()));
         assert_eq!(m.delete(&mut caps, "SMTPD", "id"), Err(unknown));
-        assert_eq!(caps.logs.iter().filter(|(_, msg)| msg == "bogus cache type \"SMTPD\"").count(), 3);
         assert!(caps.tables.is_empty());
     }
 
@@ -490,9 +477,7 @@ mod tests {
         assert!(caps.logs.iter().all(|(l, _)| *l != Level::Warn));
 
         assert_eq!(m.ticket_key(&mut caps, Some(&[0; 15])).map(|k| k.is_some()), Err(Error::BadKeyNameLength(15)));
-        assert!(warned(&caps, "invalid session ticket key name length: 15"));
         assert_eq!(m.ticket_key(&mut caps, Some(&[0; 17])).map(|k| k.is_some()), Err(Error::BadKeyNameLength(17)));
-        assert!(warned(&caps, "invalid session ticket key name length: 17"));
         // An empty name is not "no name": it has the wrong length.
         assert_eq!(m.ticket_key(&mut caps, Some(&[])).map(|k| k.is_some()), Err(Error::BadKeyNameLength(0)));
         assert_eq!(m.stats(&mut caps).unwrap().keys_minted, 1);
@@ -522,7 +507,6 @@ mod tests {
         c.ticket_cache = "lmtp".into();
         let (mut m, mut caps) = configured(&c, 1);
         assert_eq!(m.ticket_key(&mut caps, Some(&[0; 15])).map(|k| k.is_some()), Err(Error::BadKeyNameLength(15)));
-        assert!(warned(&caps, "invalid session ticket key name length: 15"));
     }
 
     #[test]
@@ -530,7 +514,7 @@ mod tests {
         let mut c = config();
         c.caches[0].timeout_secs = 10;
         let (mut m, mut caps) = configured(&c, 1);
-        assert_eq!(m.policy(&mut caps, "smtpd"), Ok(Policy { cachable: true, timeout_secs: 120 }));
+        assert_eq!(m.policy("smtpd"), Ok(Policy { cachable: true, timeout_secs: 120 }));
         let k = m.ticket_key(&mut caps, None).unwrap().unwrap();
         assert_eq!(k.expires, T0 as i64 + 59);
         caps.advance_secs(58);

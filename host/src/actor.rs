@@ -8,6 +8,10 @@
 //! between batches so that a long cleanup never holds requests back by more
 //! than one batch.
 //!
+//! It also asks storage to make recent writes durable about once a second
+//! ([`FLUSH_INTERVAL`]): session-cache writes are committed without an
+//! fsync each, so a crash loses at most that much of them.
+//!
 //! Closures rather than a request enum: each caller gets its own result type
 //! with no second enum to keep in step with [`Core`]'s methods.
 //!
@@ -28,6 +32,9 @@ use std::time::{Duration, Instant};
 use crate::engine::Core;
 
 type Job = Box<dyn FnOnce(&mut Core) + Send>;
+
+/// How often completed storage writes are made durable.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The actor has stopped (its thread exited or panicked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -73,8 +80,9 @@ fn run(mut core: Core, jobs: &mpsc::Receiver<Job>) {
     // Housekeeping runs once at start (it also instantiates the DRBG, so the
     // first seed request does not pay for it).
     let mut next_housekeeping = Instant::now();
+    let mut next_flush = Instant::now() + FLUSH_INTERVAL;
     loop {
-        let wait = next_housekeeping.saturating_duration_since(Instant::now());
+        let wait = next_housekeeping.min(next_flush).saturating_duration_since(Instant::now());
         match jobs.recv_timeout(wait) {
             Ok(job) => job(&mut core),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -89,6 +97,12 @@ fn run(mut core: Core, jobs: &mpsc::Receiver<Job>) {
                 }
             };
             next_housekeeping = Instant::now() + delay;
+        }
+        if Instant::now() >= next_flush {
+            if let Err(e) = core.flush_storage() {
+                tracing::warn!("cannot make stored sessions durable: {e}; retrying in {FLUSH_INTERVAL:?}");
+            }
+            next_flush = Instant::now() + FLUSH_INTERVAL;
         }
     }
 }

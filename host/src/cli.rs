@@ -14,21 +14,19 @@
 //! `serve` stops on SIGTERM, SIGINT or SIGHUP; configuration is read once at
 //! start.
 
-use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 
 use crate::client::Client;
 use crate::config::Settings;
-use crate::engine::{Capabilities, Core, Runtime};
+use crate::daemon::{Daemon, RunError};
+use crate::engine::{Capabilities, Runtime};
 use crate::protocol::keybuf;
 use crate::protocol::tlsmgr::{Reply, Request};
-use crate::service::Service;
+use crate::shutdown::Shutdown;
+use crate::storage::{FileStorage, MemoryStorage};
 
 /// A TLS session-state manager: shared session caches, RFC 5077 ticket keys
 /// and a seeded DRBG, wire-compatible with Postfix's tlsmgr(8).
@@ -45,6 +43,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon on a UNIX socket.
     Serve(ServeArgs),
+    /// Serve Postfix standalone on `$queue_directory/private/tlsmgr`,
+    /// configured from main.cf (for systemd or another supervisor; under
+    /// master(8), name the binary in master.cf instead).
+    Postfix(crate::postfix::Standalone),
     /// Send one request to a running daemon and print the reply.
     Client(ClientArgs),
 }
@@ -58,6 +60,9 @@ pub struct ServeArgs {
     /// Socket path [default: /run/tlskeeper/tlsmgr, or the file's `socket`].
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Keep keys and sessions in a store in this directory [default: the file's `state_dir`, else memory only].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Directory for the compiled-core cache.
     #[arg(long, value_name = "DIR", conflicts_with = "no_compile_cache")]
     pub compile_cache: Option<PathBuf>,
@@ -149,15 +154,26 @@ fn fail(status: i32, message: impl Into<String>) -> Failure {
 pub fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Postfix(args) => {
+            let launch = crate::postfix::Launch::Standalone(args);
+            // Failures are logged to the mail log (and stderr) already.
+            match crate::postfix::run(&launch) {
+                0 => Ok(()),
+                status => Err(fail(status, "stopped after a start-up failure; see the mail log")),
+            }
+        }
         Command::Client(args) => client(args),
     }
 }
 
 fn serve(args: ServeArgs) -> Result<(), Failure> {
-    init_logging(&args.log);
+    crate::logging::install_stderr(&args.log);
     let mut settings = Settings::load(args.config.as_deref()).map_err(|e| fail(78, e.to_string()))?;
     if let Some(socket) = args.socket {
         settings.socket = socket;
+    }
+    if let Some(dir) = args.state_dir {
+        settings.state_dir = Some(dir);
     }
     if let Some(dir) = args.compile_cache {
         settings.compile_cache_dir = Some(dir);
@@ -168,86 +184,37 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
     let mode = settings.socket_mode().map_err(|e| fail(78, e.to_string()))?;
 
     // Handlers before anything else: a signal that arrives while the core
-    // loads or once the socket accepts must find them in place, or it kills
-    // the daemon and leaves the socket file behind. The accept loop checks
-    // the flag before its first accept.
-    let shutdown = Arc::new(AtomicBool::new(false));
-    watch_signals(&settings.socket, Arc::clone(&shutdown))
-        .map_err(|e| fail(71, format!("cannot watch signals: {e}")))?;
+    // loads must find them in place, or it kills the daemon and leaves the
+    // socket file behind. The server checks the trigger before it waits.
     let started = std::time::Instant::now();
+    let shutdown = Arc::new(Shutdown::new().map_err(|e| fail(71, format!("cannot set up shutdown: {e}")))?);
+    crate::shutdown::on_signals(Arc::clone(&shutdown)).map_err(|e| fail(71, format!("cannot watch signals: {e}")))?;
     let runtime = Runtime::new(settings.compile_cache_dir().as_deref()).map_err(|e| fail(70, e.to_string()))?;
-    let caps = Capabilities {
-        clock: Box::new(crate::caps::SystemClock),
-        entropy: Box::new(crate::caps::OsEntropy),
-        storage: Box::new(crate::storage::MemoryStorage::new()),
+    let storage: Box<dyn crate::storage::Storage> = match &settings.state_dir {
+        Some(dir) => Box::new(
+            FileStorage::open_path(dir, crate::daemon::state_options(dir)).map_err(|e| fail(73, e.to_string()))?,
+        ),
+        None => Box::new(MemoryStorage::new()),
     };
-    let core =
-        Core::start(&runtime, caps, settings.core_config(), settings.limits()).map_err(|e| fail(78, e.to_string()))?;
-    let (actor, actor_thread) = crate::actor::spawn(core).map_err(|e| fail(71, format!("cannot start: {e}")))?;
-    let listener = bind(&settings.socket, mode).map_err(|e| fail(73, e))?;
-    tracing::info!(
-        "tlskeeper {} listening on {} (core {:?} in {} ms)",
-        env!("CARGO_PKG_VERSION"),
-        settings.socket.display(),
-        runtime.origin(),
-        started.elapsed().as_millis()
-    );
-
-    let service = Service::new(actor);
-    let served = crate::server::serve(&listener, &service, &settings.server(), &shutdown);
-    let _ = std::fs::remove_file(&settings.socket);
-    drop(service);
-    let _ = actor_thread.join();
-    tracing::info!("tlskeeper stopped");
-    served.map_err(|e| fail(74, format!("listener failed: {e}")))
-}
-
-/// Bind the socket at `path`, replacing a stale socket file but never a live
-/// server or a non-socket file.
-fn bind(path: &Path, mode: u32) -> Result<UnixListener, String> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}; create it or choose another --socket", dir.display()))?;
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            if UnixStream::connect(path).is_ok() {
-                return Err(format!("{} is in use by a running server; stop it first", path.display()));
-            }
-            std::fs::remove_file(path).map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
-        }
-        Ok(_) => return Err(format!("{} exists and is not a socket; refusing to replace it", path.display())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("cannot inspect {}: {e}", path.display())),
-    }
-    let listener = UnixListener::bind(path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
-    Ok(listener)
-}
-
-/// On SIGTERM, SIGINT or SIGHUP: set `shutdown` and wake the accept loop with
-/// a connection of our own.
-fn watch_signals(socket: &Path, shutdown: Arc<AtomicBool>) -> io::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
-    let socket = socket.to_path_buf();
-    std::thread::Builder::new().name("tlskeeper-signals".into()).spawn(move || {
-        if let Some(signal) = signals.forever().next() {
-            tracing::info!("signal {signal} received; shutting down");
-            shutdown.store(true, Ordering::SeqCst);
-            let _ = UnixStream::connect(&socket);
-        }
-    })?;
-    Ok(())
-}
-
-fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
-        eprintln!("tlskeeper: bad log filter {filter:?} ({e}); using \"info\"");
-        tracing_subscriber::EnvFilter::new("info")
-    });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr).init();
+    let caps =
+        Capabilities { clock: Box::new(crate::caps::SystemClock), entropy: Box::new(crate::caps::OsEntropy), storage };
+    let listener = crate::server::bind(&settings.socket, mode).map_err(|e| fail(73, e.to_string()))?;
+    let daemon = Daemon {
+        runtime,
+        caps,
+        socket_label: settings.socket.display().to_string(),
+        socket_file: Some(settings.socket.clone()),
+        settings,
+        listeners: vec![listener],
+        logged_caches: Vec::new(),
+        shutdown,
+        started,
+    };
+    crate::daemon::run(daemon).map_err(|e| match e {
+        RunError::Core(_) => fail(78, e.to_string()),
+        RunError::Thread(_) => fail(71, e.to_string()),
+        RunError::Listener(_) => fail(74, e.to_string()),
+    })
 }
 
 fn client(args: ClientArgs) -> Result<(), Failure> {

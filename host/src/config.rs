@@ -7,6 +7,7 @@
 //!
 //! ```toml
 //! socket = "/run/tlskeeper/tlsmgr"
+//! state_dir = "/var/lib/tlskeeper"  # omit to keep state in memory only
 //! ticket_cache = "smtpd"          # whose timeout drives ticket keys
 //! reseed_period = 3600            # seconds, mean DRBG reseed interval
 //! max_connections = 1024
@@ -105,6 +106,9 @@ pub struct Settings {
     /// Permissions of the socket file, octal as a string. 0666 as Postfix's
     /// master(8) creates its sockets: access is controlled by the directory.
     pub socket_mode: String,
+    /// Keep keys and sessions in a store in this directory (`None` = in
+    /// memory only, lost at exit).
+    pub state_dir: Option<PathBuf>,
     /// Cache compiled code here (`None` = the per-user default).
     pub compile_cache_dir: Option<PathBuf>,
     /// Use the compiled-code cache at all.
@@ -134,6 +138,7 @@ impl Default for Settings {
         Settings {
             socket: PathBuf::from(DEFAULT_SOCKET),
             socket_mode: "0666".into(),
+            state_dir: None,
             compile_cache_dir: None,
             compile_cache: true,
             ticket_cache: "smtpd".into(),

@@ -19,9 +19,14 @@
 //!   typed calls.
 //! - [`service`]: the only module that sees both a protocol request and the
 //!   core: it turns one into a call on the other and back.
-//! - [`server`]: the UNIX-socket listener and per-connection loops.
+//! - [`server`]: the UNIX-socket listener and per-connection loops;
+//!   [`shutdown`] wakes it when the daemon must stop.
 //! - [`client`]: a blocking attr0 client (CLI, tests, load generator).
 //! - [`config`]: settings from defaults, a TOML file and flags.
+//! - [`daemon`]: a started core behind the server, until shutdown.
+//! - [`postfix`]: running as Postfix's tlsmgr: master(8)'s arguments and
+//!   descriptors, main.cf through postconf, chroot and privilege drop.
+//! - [`logging`]: Postfix-style log lines to syslog or postlogd(8).
 //! - [`cli`]: the `tlskeeper` command line.
 //!
 //! # Security
@@ -40,9 +45,13 @@ pub mod caps;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod keys;
+pub mod logging;
+pub mod postfix;
 pub mod protocol;
 pub mod server;
 pub mod service;
+pub mod shutdown;
 pub mod storage;

@@ -27,9 +27,12 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::Shutdown as SocketShutdown;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
@@ -37,6 +40,7 @@ use std::time::Duration;
 use crate::protocol::attr0::{self, Decoder};
 use crate::protocol::tlsmgr::{self, Prefix, Request};
 use crate::service::Service;
+use crate::shutdown::{Shutdown, poll_readable};
 
 /// Connection handling settings.
 #[derive(Debug, Clone)]
@@ -91,7 +95,7 @@ impl Connections {
     /// Shut down every open connection: blocked reads return end-of-file.
     fn close_all(&self) {
         for stream in self.open.lock().unwrap_or_else(PoisonError::into_inner).values() {
-            let _ = stream.shutdown(Shutdown::Both);
+            let _ = stream.shutdown(SocketShutdown::Both);
         }
     }
 }
@@ -109,73 +113,157 @@ impl Drop for Registered {
     }
 }
 
-/// Accept and serve connections on `listener` until `shutdown` is set (and
-/// the accept call woken, e.g. by a connection). On the way out every open
-/// connection is shut down, so that its thread ends and drops its handle on
-/// the core.
+/// Accept and serve connections on every listener until `shutdown` fires.
+/// On the way out every open connection is shut down, so that its thread
+/// ends and drops its handle on the core.
+///
+/// The listeners are switched to non-blocking mode and watched with `poll`
+/// together with the shutdown pipe: a blocking `accept` could not notice a
+/// shutdown, and master(8) hands its listening socket over non-blocking
+/// anyway (it shares the open file description, so leaving it non-blocking
+/// is also what master expects).
 ///
 /// # Errors
 ///
-/// Only when accepting fails in a way that will not recover.
+/// Only when waiting for connections fails in a way that will not recover.
 pub fn serve(
-    listener: &UnixListener,
+    listeners: &[UnixListener],
     service: &Service,
     settings: &ServerSettings,
-    shutdown: &AtomicBool,
+    shutdown: &Shutdown,
 ) -> io::Result<()> {
+    for listener in listeners {
+        listener.set_nonblocking(true)?;
+    }
     let connections = Arc::new(Connections::default());
     let mut refused_logged = false;
-    // Checked before the first accept too: a signal may have arrived while
-    // the daemon was starting, before there was a socket to wake.
-    while !shutdown.load(Ordering::SeqCst) {
-        let accepted = listener.accept();
-        if shutdown.load(Ordering::SeqCst) {
+    let mut fds: Vec<BorrowedFd<'_>> = listeners.iter().map(AsFd::as_fd).collect();
+    fds.push(shutdown.fd());
+    // Checked before the first wait too: a signal may have arrived while the
+    // daemon was starting.
+    while !shutdown.is_triggered() {
+        let ready = poll_readable(&fds, None)?;
+        if shutdown.is_triggered() {
             break;
         }
-        let stream = match accepted {
-            Ok((s, _)) => s,
-            Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => continue,
-            Err(e) => {
-                // EMFILE and friends: back off briefly rather than spin.
-                tracing::warn!("accept failed: {e}");
-                thread::sleep(Duration::from_millis(100));
+        for (listener, revents) in listeners.iter().zip(&ready) {
+            if *revents == 0 {
                 continue;
             }
-        };
-        if connections.len() >= settings.max_connections {
-            if !refused_logged {
-                tracing::warn!(
-                    "connection limit of {} reached; refusing new connections until some close",
-                    settings.max_connections
-                );
-                refused_logged = true;
-            }
-            drop(stream);
-            continue;
-        }
-        refused_logged = false;
-        let registered = match connections.register(&stream) {
-            Ok(registered) => registered,
-            Err(e) => {
-                tracing::warn!("cannot track a new connection: {e}");
-                continue;
-            }
-        };
-        let service = service.clone();
-        let settings = settings.clone();
-        let spawned =
-            thread::Builder::new().name("tlskeeper-conn".into()).stack_size(CONNECTION_STACK).spawn(move || {
-                let _registered = registered;
-                if let Err(e) = connection(stream, &service, &settings) {
-                    tracing::debug!("connection ended: {e}");
+            // Drain the backlog: several clients may be waiting.
+            loop {
+                let stream = match listener.accept() {
+                    Ok((s, _)) => s,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {
+                        continue;
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off briefly rather than spin.
+                        tracing::warn!("accept failed: {e}");
+                        thread::sleep(Duration::from_millis(100));
+                        break;
+                    }
+                };
+                if connections.len() >= settings.max_connections {
+                    if !refused_logged {
+                        tracing::warn!(
+                            "connection limit of {} reached; refusing new connections until some close",
+                            settings.max_connections
+                        );
+                        refused_logged = true;
+                    }
+                    drop(stream);
+                    continue;
                 }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!("cannot start a connection thread: {e}");
+                refused_logged = false;
+                start_connection(stream, &connections, service, settings);
+            }
         }
     }
     connections.close_all();
     Ok(())
+}
+
+/// Why a socket could not be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// A server already answers on the path.
+    #[error("{0} is in use by a running server; stop it first")]
+    InUse(PathBuf),
+    /// Something other than a socket is at the path.
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+    /// A system call failed.
+    #[error("cannot {what} {path}: {source}")]
+    Io {
+        /// What was attempted.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// Bind a listening socket at `path` with permissions `mode`, replacing a
+/// stale socket file (one nobody answers on) but never a live server or a
+/// file that is not a socket. The parent directory is created if missing.
+///
+/// # Errors
+///
+/// [`BindError`] saying what is in the way.
+pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
+    fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BindError + use<> {
+        let path = path.to_path_buf();
+        move |source| BindError::Io { what, path, source }
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(BindError::InUse(path.to_path_buf()));
+            }
+            std::fs::remove_file(path).map_err(io_err("remove stale socket", path))?;
+        }
+        Ok(_) => return Err(BindError::NotASocket(path.to_path_buf())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(BindError::Io { what: "inspect", path: path.to_path_buf(), source: e }),
+    }
+    let listener = UnixListener::bind(path).map_err(io_err("listen on", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err("set the mode of", path))?;
+    Ok(listener)
+}
+
+/// Serve `stream` on a thread of its own.
+fn start_connection(stream: UnixStream, connections: &Arc<Connections>, service: &Service, settings: &ServerSettings) {
+    // Accepted sockets do not inherit O_NONBLOCK on Linux; set it plainly
+    // anyway, since the connection loop relies on blocking reads with a
+    // timeout.
+    if let Err(e) = stream.set_nonblocking(false) {
+        tracing::warn!("cannot set up a new connection: {e}");
+        return;
+    }
+    let registered = match connections.register(&stream) {
+        Ok(registered) => registered,
+        Err(e) => {
+            tracing::warn!("cannot track a new connection: {e}");
+            return;
+        }
+    };
+    let service = service.clone();
+    let settings = settings.clone();
+    let spawned = thread::Builder::new().name("tlskeeper-conn".into()).stack_size(CONNECTION_STACK).spawn(move || {
+        let _registered = registered;
+        if let Err(e) = connection(stream, &service, &settings) {
+            tracing::debug!("connection ended: {e}");
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start a connection thread: {e}");
+    }
 }
 
 /// Serve one connection until the client closes it or misbehaves.

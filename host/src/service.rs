@@ -10,16 +10,27 @@
 //! requests get a FAIL reply instead of silence (see
 //! [`crate::protocol::tlsmgr::RequestError::reply`]).
 //!
+//! Log lines follow tlsmgr's wording, so that what Postfix administrators
+//! grep for still matches: `bogus cache type "x" in "lookup" request`,
+//! `bogus seed length "0" in "seed" request`, `invalid session ticket key
+//! name length: 3`, and, for caches whose `*_tls_loglevel` asks for it,
+//! tls_scache's `lookup smtpd session id=...`, `put ...`, `delete ...`.
+//!
 //! # Security
 //!
 //! Replies carry secrets (seed bytes, ticket keys, sessions) only to the
 //! client that asked for them. Ticket-key buffers are zeroized once encoded.
+//! Logged cache ids and cache names are client-chosen text; the log sink
+//! neutralises control characters. Session bytes are never logged.
 //!
 //! # Limitations
 //!
 //! Blocking: each call waits for the core's actor.
 
-use crate::actor::ActorHandle;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::actor::{ActorGone, ActorHandle};
 use crate::engine::{CallError, CoreError};
 use crate::protocol::keybuf;
 use crate::protocol::tlsmgr::{Reply, Request, RequestKind, Status};
@@ -28,12 +39,26 @@ use crate::protocol::tlsmgr::{Reply, Request, RequestKind, Status};
 #[derive(Clone)]
 pub struct Service {
     actor: ActorHandle,
+    /// Caches whose operations are logged one by one.
+    logged_caches: Arc<BTreeSet<String>>,
 }
 
 impl Service {
     /// A service over the core behind `actor`.
     pub fn new(actor: ActorHandle) -> Self {
-        Service { actor }
+        Service { actor, logged_caches: Arc::default() }
+    }
+
+    /// Log each lookup, update and delete on the caches named in `caches`
+    /// (tlsmgr does so for a cache whose `*_tls_loglevel` is 2 or more).
+    #[must_use]
+    pub fn with_cache_logging(mut self, caches: impl IntoIterator<Item = String>) -> Self {
+        self.logged_caches = Arc::new(caches.into_iter().collect());
+        self
+    }
+
+    fn logs(&self, cache: &str) -> bool {
+        self.logged_caches.contains(cache)
     }
 
     /// Answer one request.
@@ -41,34 +66,58 @@ impl Service {
         match request {
             Request::Seed { size } => match self.actor.call(move |core| core.seed(size)) {
                 Ok(Ok(seed)) => Reply::Seed { status: Status::Ok, seed: seed.into() },
-                _ => Reply::failure(RequestKind::Seed),
+                outcome => {
+                    warn_refusal(RequestKind::Seed, outcome);
+                    Reply::failure(RequestKind::Seed)
+                }
             },
             Request::Policy { cache_type } => match self.actor.call(move |core| core.policy(&cache_type)) {
                 Ok(Ok(p)) => Reply::Policy { status: Status::Ok, cachable: p.cachable, timeout: p.timeout_secs },
-                _ => Reply::failure(RequestKind::Policy),
+                outcome => {
+                    warn_refusal(RequestKind::Policy, outcome);
+                    Reply::failure(RequestKind::Policy)
+                }
             },
             Request::Lookup { cache_type, cache_id } => {
+                if self.logs(&cache_type) {
+                    tracing::info!("lookup {cache_type} session id={cache_id}");
+                }
                 match self.actor.call(move |core| core.lookup(&cache_type, &cache_id)) {
                     Ok(Ok(Some(session))) => Reply::Lookup { status: Status::Ok, session: session.into() },
                     Ok(Ok(None)) => Reply::Lookup { status: Status::Err, session: Vec::new().into() },
-                    _ => Reply::failure(RequestKind::Lookup),
+                    outcome => {
+                        warn_refusal(RequestKind::Lookup, outcome);
+                        Reply::failure(RequestKind::Lookup)
+                    }
                 }
             }
             Request::Update { cache_type, cache_id, session } => {
+                if self.logs(&cache_type) {
+                    tracing::info!("put {cache_type} session id={cache_id} [data {} bytes]", session.len());
+                }
                 let outcome = self.actor.call(move |core| core.update(&cache_type, &cache_id, &session));
                 let status = match outcome {
                     Ok(Ok(())) => Status::Ok,
                     // Understood but not saved: tlsmgr's meaning of ERR.
                     Ok(Err(CallError::Refused(CoreError::SessionTooLarge(_) | CoreError::CacheFull(_)))) => Status::Err,
-                    _ => Status::Fail,
+                    outcome => {
+                        warn_refusal(RequestKind::Update, outcome);
+                        Status::Fail
+                    }
                 };
                 Reply::Update { status }
             }
             Request::Delete { cache_type, cache_id } => {
+                if self.logs(&cache_type) {
+                    tracing::info!("delete {cache_type} session id={cache_id}");
+                }
                 let status = match self.actor.call(move |core| core.delete(&cache_type, &cache_id)) {
                     Ok(Ok(true)) => Status::Ok,
                     Ok(Ok(false)) => Status::Err,
-                    _ => Status::Fail,
+                    outcome => {
+                        warn_refusal(RequestKind::Delete, outcome);
+                        Status::Fail
+                    }
                 };
                 Reply::Delete { status }
             }
@@ -88,7 +137,31 @@ impl Service {
             Ok(Err(CallError::Refused(CoreError::TicketsDisabled))) => {
                 Reply::TicketKey { status: Status::Err, keybuf: Vec::new().into() }
             }
-            _ => Reply::failure(RequestKind::TicketKey),
+            outcome => {
+                warn_refusal(RequestKind::TicketKey, outcome);
+                Reply::failure(RequestKind::TicketKey)
+            }
         }
+    }
+}
+
+/// Log why a request failed, in tlsmgr's words where tlsmgr has them. A
+/// disabled cache is not worth a line (tlsmgr is silent too: clients ask
+/// `policy` first and only then use a cache).
+fn warn_refusal<T>(kind: RequestKind, outcome: Result<Result<T, CallError>, ActorGone>) {
+    match outcome {
+        Ok(Ok(_)) | Ok(Err(CallError::Refused(CoreError::CacheDisabled(_)))) => {}
+        Ok(Err(CallError::Refused(CoreError::UnknownCache(name)))) => {
+            tracing::warn!("bogus cache type \"{name}\" in \"{kind}\" request");
+        }
+        Ok(Err(CallError::Refused(CoreError::BadSeedLength(n)))) => {
+            // tlsmgr prints the size as a C int: 4294967295 shows as -1.
+            tracing::warn!("bogus seed length \"{}\" in \"{kind}\" request", n.cast_signed());
+        }
+        Ok(Err(CallError::Refused(CoreError::BadKeyNameLength(n)))) => {
+            tracing::warn!("invalid session ticket key name length: {n}");
+        }
+        Ok(Err(e)) => tracing::warn!("{kind} request failed: {e}"),
+        Err(e) => tracing::error!("{kind} request failed: {e}"),
     }
 }

@@ -12,8 +12,8 @@ use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+
+use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use common::{START_SECS, TestServer};
+use common::{BIN, Daemon, START_SECS, TestServer, cli_client, ok_stdout, stdout};
 use tlskeeper::protocol::tlsmgr::{Reply, Request, Status};
 
 // ---------------------------------------------------------------------------
@@ -709,117 +709,6 @@ fn concurrent_clients_each_see_their_own_sessions() {
 // ---------------------------------------------------------------------------
 // 10: the real binary.
 // ---------------------------------------------------------------------------
-
-const BIN: &str = env!("CARGO_BIN_EXE_tlskeeper");
-
-/// A child process that is killed (by its PID) if a test fails before it
-/// exits.
-struct Daemon {
-    child: Option<Child>,
-    socket: PathBuf,
-    log: PathBuf,
-}
-
-impl Daemon {
-    /// `tlskeeper serve --socket <socket> --no-compile-cache`, output to `log`.
-    fn spawn(socket: &Path, log: &Path) -> Daemon {
-        Self::spawn_with(socket, log, &["--no-compile-cache".as_ref()])
-    }
-
-    /// `tlskeeper serve --socket <socket> <flags>`, output to `log`.
-    fn spawn_with(socket: &Path, log: &Path, flags: &[&std::ffi::OsStr]) -> Daemon {
-        let log_file = fs::File::create(log).unwrap();
-        let child = Command::new(BIN)
-            .args(["serve", "--log", "info"])
-            .args(flags)
-            .arg("--socket")
-            .arg(socket)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .unwrap();
-        Daemon { child: Some(child), socket: socket.to_path_buf(), log: log.to_path_buf() }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn child(&mut self) -> &mut Child {
-        self.child.as_mut().unwrap()
-    }
-
-    /// Waits (up to 30 s) until the socket accepts a connection.
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if UnixStream::connect(&self.socket).is_ok() {
-                return;
-            }
-            if let Some(status) = self.child().try_wait().unwrap() {
-                panic!("the daemon exited early ({status}):\n{}", self.log());
-            }
-            assert!(Instant::now() < deadline, "the socket never accepted:\n{}", self.log());
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Waits up to `limit` for the child to exit; kills it (by PID) and fails otherwise.
-    fn wait_exit(&mut self, limit: Duration, what: &str) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child().try_wait().unwrap() {
-                self.child = None;
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let mut child = self.child.take().unwrap();
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{what}: the daemon did not exit within {limit:?}:\n{}", self.log());
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn sigterm(&mut self) {
-        let pid = libc::pid_t::try_from(self.child().id()).unwrap();
-        // SAFETY: kill(2) on our own child's PID; no memory is involved.
-        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// `tlskeeper client --socket <socket> <args>`.
-fn cli_client(socket: &Path, args: &[&str]) -> Output {
-    Command::new(BIN).arg("client").arg("--socket").arg(socket).args(args).env_remove("RUST_LOG").output().unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn ok_stdout(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        stdout(out),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout(out)
-}
 
 /// Proves the binary serves its own client end to end and stops on SIGTERM, removing its socket.
 #[test]

@@ -7,8 +7,8 @@
 //!
 //! # Limitations
 //!
-//! No extra sources yet (Postfix's `tls_random_source` forms `dev:`, `egd:`
-//! and plain files are mixed in by a later layer).
+//! Extra sources (Postfix's `tls_random_source`) are mixed in by
+//! [`super::random_source::MixedEntropy`], not here.
 
 /// Why entropy could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,9 @@
 //!
 //! Entropy is the root of every key the core makes: the production source is
 //! the OS CSPRNG (`getrandom`), and a failure to read it is fatal for the call
-//! (it traps the core) rather than falling back to anything weaker.
+//! (it traps the core) rather than falling back to anything weaker. An
+//! operator's extra source (Postfix's `tls_random_source`) is mixed in on
+//! top, never used instead.
 //!
 //! # Limitations
 //!
@@ -19,6 +21,8 @@
 pub mod clock;
 pub mod entropy;
 pub mod log;
+pub mod random_source;
 
 pub use clock::{Clock, SystemClock};
 pub use entropy::{Entropy, EntropyError, OsEntropy};
+pub use random_source::{MixedEntropy, RandomSource};

@@ -347,6 +347,17 @@ impl Core {
     pub fn fuel_used(&self) -> u64 {
         self.limits.fuel_per_call.saturating_sub(self.store.get_fuel().unwrap_or(0))
     }
+
+    /// Make the storage's completed writes durable (see
+    /// [`Storage::flush`](crate::storage::Storage::flush)). The host calls
+    /// this on a timer; it is not an export call, so the core never sees it.
+    ///
+    /// # Errors
+    ///
+    /// The backend's error.
+    pub fn flush_storage(&mut self) -> Result<(), crate::storage::StorageError> {
+        self.store.data_mut().caps.storage.flush()
+    }
 }
 
 fn convert_key(raw: &manager::SessionTicketKey) -> Option<TicketKey> {

@@ -127,16 +127,7 @@ mod tests {
 
     #[test]
     fn put_get_replace_delete_and_accounting() {
-        let mut s = MemoryStorage::new();
-        assert_eq!(s.get("t", b"k").unwrap(), None);
-        s.put("t", b"k", b"v1").unwrap();
-        s.put("t", b"k", b"value2").unwrap();
-        assert_eq!(s.get("t", b"k").unwrap().as_deref(), Some(&b"value2"[..]));
-        assert_eq!(s.stat("t").unwrap(), TableStat { entries: 1, bytes: 7 });
-        assert!(s.delete("t", b"k").unwrap());
-        assert!(!s.delete("t", b"k").unwrap());
-        assert_eq!(s.stat("t").unwrap(), TableStat::default());
-        assert_eq!(s.stat("missing").unwrap(), TableStat::default());
+        crate::storage::contract::put_get_replace_delete(&mut MemoryStorage::new());
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! - `stat` counts entries and the sum of key and value lengths, and is cheap
 //!   (the core calls it on every update);
 //! - an error must leave the table as it was or as if the operation had
-//!   completed, never half-written.
+//!   completed, never half-written;
+//! - after `flush` returns, every completed write survives a crash; a
+//!   backend may make writes durable sooner (the memory backend, never).
 //!
 //! # Security
 //!
@@ -23,10 +25,12 @@
 //!
 //! Synchronous: a slow backend stalls the core's actor thread.
 
+pub mod file;
 pub mod memory;
 
 use std::fmt;
 
+pub use file::{FileOptions, FileStorage, OpenError};
 pub use memory::MemoryStorage;
 
 /// Longest table name a backend accepts.
@@ -75,6 +79,11 @@ pub trait Storage: Send + fmt::Debug {
     fn scan(&mut self, table: &str, after: Option<&[u8]>, limit: u32) -> Result<Vec<Entry>, StorageError>;
     /// Entry count and byte total of `table`.
     fn stat(&mut self, table: &str) -> Result<TableStat, StorageError>;
+    /// Make every completed write durable (a no-op for backends whose
+    /// writes always are, or that keep nothing).
+    fn flush(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 /// Check sizes against the limits every backend shares.
@@ -87,4 +96,24 @@ pub fn check_sizes(table: &str, key: &[u8], value: Option<&[u8]>) -> Result<(), 
         return Err(StorageError::TooLarge);
     }
     Ok(())
+}
+
+/// Behaviour every backend's tests check, written once.
+#[cfg(test)]
+pub(crate) mod contract {
+    use super::{Storage, TableStat};
+
+    /// Put, get, replace, delete and the byte accounting of `stat`, on an
+    /// empty store.
+    pub(crate) fn put_get_replace_delete(s: &mut dyn Storage) {
+        assert_eq!(s.get("t", b"k").unwrap(), None);
+        s.put("t", b"k", b"v1").unwrap();
+        s.put("t", b"k", b"value2").unwrap();
+        assert_eq!(s.get("t", b"k").unwrap().as_deref(), Some(&b"value2"[..]));
+        assert_eq!(s.stat("t").unwrap(), TableStat { entries: 1, bytes: 7 });
+        assert!(s.delete("t", b"k").unwrap());
+        assert!(!s.delete("t", b"k").unwrap());
+        assert_eq!(s.stat("t").unwrap(), TableStat::default());
+        assert_eq!(s.stat("missing").unwrap(), TableStat::default());
+    }
 }

@@ -5,19 +5,24 @@
 //! Each `TestServer` runs in this process (threads, not a child), so tests
 //! can drive its clock; `stop` (or drop) shuts it down and joins its threads.
 
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
+use std::fs;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::thread;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tlskeeper::caps::{Clock, OsEntropy};
 use tlskeeper::client::Client;
 use tlskeeper::config::Settings;
 use tlskeeper::engine::{Capabilities, Core, Runtime};
 use tlskeeper::service::Service;
+use tlskeeper::shutdown::Shutdown;
 use tlskeeper::storage::MemoryStorage;
 
 /// The compiled component, shared by all tests of one binary (compiling it
@@ -70,7 +75,7 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub clock: ScriptedClock,
-    shutdown: Arc<AtomicBool>,
+    shutdown: Arc<Shutdown>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -87,12 +92,12 @@ impl TestServer {
             Core::start(runtime(), caps(&clock), settings.core_config(), settings.limits()).expect("core starts");
         let (actor, actor_thread) = tlskeeper::actor::spawn(core).expect("actor starts");
         let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
-        let shutdown = Arc::new(AtomicBool::new(false));
+        let shutdown = Arc::new(Shutdown::new().expect("shutdown pipe"));
         let flag = Arc::clone(&shutdown);
         let server_settings = settings.server();
         let thread = std::thread::spawn(move || {
             let service = Service::new(actor);
-            tlskeeper::server::serve(&listener, &service, &server_settings, &flag).expect("serve");
+            tlskeeper::server::serve(&[listener], &service, &server_settings, &flag).expect("serve");
             // The actor stops once the last connection thread drops its
             // handle; a test must not wait for clients it still holds.
             drop((service, actor_thread));
@@ -119,8 +124,7 @@ impl TestServer {
     }
 
     fn shutdown_now(&mut self) {
-        self.shutdown.store(true, Ordering::SeqCst);
-        let _ = UnixStream::connect(&self.socket); // wake the accept loop
+        self.shutdown.trigger();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -131,4 +135,137 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.shutdown_now();
     }
+}
+
+// ---------------------------------------------------------------------------
+// The real binary as a child process.
+// ---------------------------------------------------------------------------
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tlskeeper");
+
+/// A child process that is killed (by its PID) if a test fails before it
+/// exits.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// `tlskeeper serve --socket <socket> --no-compile-cache`, output to `log`.
+    pub fn spawn(socket: &Path, log: &Path) -> Daemon {
+        Self::spawn_with(socket, log, &["--no-compile-cache".as_ref()])
+    }
+
+    /// `tlskeeper serve --socket <socket> <flags>`, output to `log`.
+    pub fn spawn_with(socket: &Path, log: &Path, flags: &[&std::ffi::OsStr]) -> Daemon {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--log", "info"]).args(flags).arg("--socket").arg(socket).env_remove("RUST_LOG");
+        Self::launch(cmd, socket, log)
+    }
+
+    /// Run `cmd` (which serves on `socket`) with stdin closed and its
+    /// output to `log`.
+    pub fn launch(mut cmd: Command, socket: &Path, log: &Path) -> Daemon {
+        let log_file = fs::File::create(log).unwrap();
+        let child = cmd.stdin(Stdio::null()).stdout(log_file.try_clone().unwrap()).stderr(log_file).spawn().unwrap();
+        Daemon { child: Some(child), socket: socket.to_path_buf(), log: log.to_path_buf() }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        self.child.as_mut().unwrap()
+    }
+
+    /// Waits (up to 30 s) until the socket accepts a connection.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child().try_wait().unwrap() {
+                panic!("the daemon exited early ({status}):\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "the socket never accepted:\n{}", self.log());
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (up to 30 s) until the daemon answers a request: for sockets
+    /// that accept before the daemon runs (master(8) binds them).
+    pub fn wait_answering(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if cli_client(&self.socket, &["seed", "1"]).status.success() {
+                return;
+            }
+            if let Some(status) = self.child().try_wait().unwrap() {
+                panic!("the daemon exited early ({status}):\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "the daemon never answered:\n{}", self.log());
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits up to `limit` for the child to exit; kills it (by PID) and fails otherwise.
+    pub fn wait_exit(&mut self, limit: Duration, what: &str) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child().try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let mut child = self.child.take().unwrap();
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what}: the daemon did not exit within {limit:?}:\n{}", self.log());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&mut self) -> libc::pid_t {
+        libc::pid_t::try_from(self.child().id()).unwrap()
+    }
+
+    pub fn sigterm(&mut self) {
+        let pid = self.pid();
+        // SAFETY: kill(2) on our own child's PID; no memory is involved.
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `tlskeeper client --socket <socket> <args>`.
+pub fn cli_client(socket: &Path, args: &[&str]) -> Output {
+    Command::new(BIN).arg("client").arg("--socket").arg(socket).args(args).env_remove("RUST_LOG").output().unwrap()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+pub fn ok_stdout(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        stdout(out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(out)
 }

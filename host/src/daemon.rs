@@ -1,0 +1,116 @@
+//! The running daemon: a started core, its actor, the service and the
+//! server loop, from the first accept to the last flush.
+//!
+//! Both ways of starting tlskeeper end here: `tlskeeper serve` (TOML
+//! settings, a socket of its own) and the Postfix modes (main.cf, a socket
+//! from master(8) or `private/tlsmgr`). They differ only in how they get
+//! their settings, listeners and capabilities, which is their business;
+//! what happens once those exist is this module's.
+//!
+//! # Security
+//!
+//! By the time [`run`] is called the process holds only what it needs:
+//! the Postfix modes have already chrooted and dropped privileges.
+//!
+//! # Limitations
+//!
+//! Settings are fixed for the life of the process; changing them means a
+//! restart (which keeps persisted keys and sessions).
+
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::Settings;
+use crate::engine::{Capabilities, Core, Runtime};
+use crate::service::Service;
+use crate::shutdown::Shutdown;
+use crate::storage::FileOptions;
+
+/// Everything a daemon needs, already opened.
+pub struct Daemon {
+    /// The compiled core.
+    pub runtime: Runtime,
+    /// The capabilities granted to it.
+    pub caps: Capabilities,
+    /// Cache, core and connection settings.
+    pub settings: Settings,
+    /// Where clients connect.
+    pub listeners: Vec<UnixListener>,
+    /// A socket file to remove at exit (one we bound ourselves).
+    pub socket_file: Option<PathBuf>,
+    /// How the socket is named in the start-up log line.
+    pub socket_label: String,
+    /// Caches whose operations are logged one by one.
+    pub logged_caches: Vec<String>,
+    /// Fired to stop.
+    pub shutdown: Arc<Shutdown>,
+    /// When start-up began, for the start-up log line.
+    pub started: Instant,
+}
+
+/// The core's table of ticket keys, whose writes must be durable before a
+/// key is handed out: a key lost in a crash strands every ticket sealed
+/// with it. (Session caches may lose their last second of writes: that only
+/// costs full handshakes.)
+pub const TICKET_KEY_TABLE: &str = "tktkey";
+
+/// How a daemon opens its persistent store in `dir`.
+pub fn state_options(dir: &Path) -> FileOptions {
+    FileOptions {
+        durable_tables: vec![TICKET_KEY_TABLE.to_owned()],
+        location: dir.display().to_string(),
+        ..FileOptions::default()
+    }
+}
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The core did not start (bad settings, broken component).
+    #[error("{0}")]
+    Core(String),
+    /// A thread could not be started.
+    #[error("cannot start the core's thread: {0}")]
+    Thread(std::io::Error),
+    /// Waiting for connections failed.
+    #[error("listener failed: {0}")]
+    Listener(std::io::Error),
+}
+
+/// Start the core and serve until shutdown; then close every connection,
+/// stop the core (which flushes its storage) and return.
+///
+/// # Errors
+///
+/// [`RunError`] naming the step that failed.
+pub fn run(daemon: Daemon) -> Result<(), RunError> {
+    let Daemon { runtime, caps, settings, listeners, socket_file, socket_label, logged_caches, shutdown, started } =
+        daemon;
+    let core = Core::start(&runtime, caps, settings.core_config(), settings.limits())
+        .map_err(|e| RunError::Core(e.to_string()))?;
+    let (actor, actor_thread) = crate::actor::spawn(core).map_err(RunError::Thread)?;
+    tracing::info!(
+        "tlskeeper {} serving {} (core {}, ready in {} ms)",
+        env!("CARGO_PKG_VERSION"),
+        socket_label,
+        match runtime.origin() {
+            crate::engine::Origin::Cached => "precompiled",
+            crate::engine::Origin::Compiled => "compiled now",
+        },
+        started.elapsed().as_millis()
+    );
+
+    let service = Service::new(actor).with_cache_logging(logged_caches);
+    let served = crate::server::serve(&listeners, &service, &settings.server(), &shutdown);
+    if let Some(path) = socket_file {
+        let _ = std::fs::remove_file(path);
+    }
+    // The actor ends once the last handle is gone: ours, and those of the
+    // connection threads the server has just shut down.
+    drop(service);
+    let _ = actor_thread.join();
+    tracing::info!("tlskeeper stopped");
+    served.map_err(RunError::Listener)
+}
