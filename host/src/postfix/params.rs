@@ -428,7 +428,7 @@ myhostname = mx.test.invalid
 
     #[test]
     fn an_oversized_timeout_is_refused_with_a_clear_message() {
-        let text = STOCK.replace("smtpd_tls_session_cache_timeout = 3600s", "smtpd_tls_session_cache_timeout = 100d");
+        let text = STOCK.replace("smtpd_tls_session_cache_timeout = 3600s", "smtpd_tls_session_cache_timeout = 101d");
         let e = MainCf::from_postconf(&text).unwrap_err().to_string();
         assert!(e.contains("smtpd_tls_session_cache_timeout") && e.contains("8640000"), "{e}");
     }
