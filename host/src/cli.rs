@@ -21,7 +21,8 @@ use clap::{Parser, Subcommand};
 
 use crate::client::Client;
 use crate::config::Settings;
-use crate::daemon::{Daemon, RunError};
+pub use crate::daemon::Failure;
+use crate::daemon::{Daemon, fail};
 use crate::engine::{Capabilities, Runtime};
 use crate::protocol::keybuf;
 use crate::protocol::tlsmgr::{Reply, Request};
@@ -132,20 +133,6 @@ pub enum ClientRequest {
     },
 }
 
-/// An error with the exit status it should produce.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct Failure {
-    /// What went wrong and what to do about it.
-    pub message: String,
-    /// Process exit status.
-    pub status: i32,
-}
-
-fn fail(status: i32, message: impl Into<String>) -> Failure {
-    Failure { message: message.into(), status }
-}
-
 /// Run the parsed command line.
 ///
 /// # Errors
@@ -210,11 +197,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         shutdown,
         started,
     };
-    crate::daemon::run(daemon).map_err(|e| match e {
-        RunError::Core(_) => fail(78, e.to_string()),
-        RunError::Thread(_) => fail(71, e.to_string()),
-        RunError::Listener(_) => fail(74, e.to_string()),
-    })
+    crate::daemon::run(daemon).map_err(Failure::from)
 }
 
 fn client(args: ClientArgs) -> Result<(), Failure> {

@@ -79,6 +79,34 @@ pub enum RunError {
     Listener(std::io::Error),
 }
 
+impl From<RunError> for Failure {
+    fn from(e: RunError) -> Failure {
+        let status = match e {
+            RunError::Core(_) => 78,     // EX_CONFIG: the settings the core refused
+            RunError::Thread(_) => 71,   // EX_OSERR
+            RunError::Listener(_) => 74, // EX_IOERR
+        };
+        fail(status, e.to_string())
+    }
+}
+
+/// A failure that ends the process: what went wrong and what to do, with
+/// the exit status (a sysexits(3) value) it should produce. Both the
+/// `tlskeeper` subcommands and the Postfix modes report through it.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    /// What went wrong and what to do about it.
+    pub message: String,
+    /// Process exit status.
+    pub status: i32,
+}
+
+/// A [`Failure`] with `status` and `message`.
+pub fn fail(status: i32, message: impl Into<String>) -> Failure {
+    Failure { message: message.into(), status }
+}
+
 /// Start the core and serve until shutdown; then close every connection,
 /// stop the core (which flushes its storage) and return.
 ///

@@ -48,7 +48,7 @@ use tracing::level_filters::LevelFilter;
 
 use crate::caps::{MixedEntropy, RandomSource, SystemClock};
 use crate::config::Settings;
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, Failure, fail};
 use crate::engine::{Capabilities, Runtime};
 use crate::logging::{self, Facility, LogHandle, PostfixLogConfig, SinkKind};
 use crate::shutdown::Shutdown;
@@ -103,20 +103,6 @@ fn parse_override(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// A start-up failure, already worded for the mail log.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct Fatal {
-    /// What went wrong and what to do.
-    pub message: String,
-    /// Exit status (sysexits(3)).
-    pub status: i32,
-}
-
-fn fatal(status: i32, message: impl Into<String>) -> Fatal {
-    Fatal { message: message.into(), status }
-}
-
 /// Run for Postfix until told to stop. Returns the process exit status;
 /// a failure has been logged by then.
 pub fn run(launch: &Launch) -> i32 {
@@ -128,23 +114,13 @@ pub fn run(launch: &Launch) -> i32 {
         Launch::Master(a) => Some(claim_master_fds(a.socket_count)),
         Launch::Standalone(_) => None,
     };
-    let (service, stderr, verbose) = match launch {
-        Launch::Master(a) => {
-            (a.service_name.clone().unwrap_or_else(|| DEFAULT_SERVICE.into()), a.log_to_stderr, a.verbose > 0)
-        }
-        Launch::Standalone(s) => (DEFAULT_SERVICE.to_owned(), s.stderr, s.verbose),
-    };
-    let initial =
-        PostfixLogConfig { also_stderr: stderr, level: level(verbose), ..PostfixLogConfig::bootstrap(&service) };
-    let log = match logging::install_postfix(initial) {
-        Ok(handle) => Some(handle),
-        Err(e) => {
-            eprintln!("tlskeeper: cannot set up logging: {e}; logging to stderr");
-            logging::install_stderr(if verbose { "debug" } else { "info" });
-            None
-        }
-    };
-    match start(launch, inherited, &service, log.as_ref(), started) {
+    let opts = launch.log_options();
+    let log = install_logging(PostfixLogConfig {
+        also_stderr: opts.stderr,
+        level: level(opts.verbose),
+        ..PostfixLogConfig::bootstrap(&opts.service)
+    });
+    match start(launch, inherited, &opts, log.as_ref(), started) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!(target: logging::FATAL, "{}", e.message);
@@ -160,13 +136,52 @@ pub fn run(launch: &Launch) -> i32 {
 /// What master(8) hands over: its status pipe and the listening sockets.
 type MasterFds = (OwnedFd, Vec<UnixListener>);
 
+/// How the command line asks to log.
+struct LogOptions {
+    /// The service name, the second half of the log tag.
+    service: String,
+    /// Echo log lines to stderr.
+    stderr: bool,
+    /// Log at debug level.
+    verbose: bool,
+}
+
+impl Launch {
+    fn log_options(&self) -> LogOptions {
+        match self {
+            Launch::Master(a) => LogOptions {
+                service: a.service_name.clone().unwrap_or_else(|| DEFAULT_SERVICE.into()),
+                stderr: a.log_to_stderr,
+                verbose: a.verbose > 0,
+            },
+            Launch::Standalone(s) => {
+                LogOptions { service: DEFAULT_SERVICE.to_owned(), stderr: s.stderr, verbose: s.verbose }
+            }
+        }
+    }
+}
+
+/// Log as `config` says; when that cannot be set up, to stderr instead.
+fn install_logging(config: PostfixLogConfig) -> Option<LogHandle> {
+    let filter = if config.level >= LevelFilter::DEBUG { "debug" } else { "info" };
+    match logging::install_postfix(config) {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            eprintln!("tlskeeper: cannot set up logging: {e}; logging to stderr");
+            logging::install_stderr(filter);
+            None
+        }
+    }
+}
+
 fn start(
     launch: &Launch,
-    inherited: Option<Result<MasterFds, Fatal>>,
-    service: &str,
+    inherited: Option<Result<MasterFds, Failure>>,
+    opts: &LogOptions,
     log: Option<&LogHandle>,
     started: Instant,
-) -> Result<(), Fatal> {
+) -> Result<(), Failure> {
+    let service = opts.service.as_str();
     if let Launch::Master(a) = launch {
         check_master_args(a, service)?;
     }
@@ -176,28 +191,24 @@ fn start(
     };
     // Signals before anything slow: SIGTERM during start-up must stop us
     // cleanly, not kill us with the socket half set up.
-    let shutdown = Arc::new(Shutdown::new().map_err(|e| fatal(71, format!("cannot set up shutdown: {e}")))?);
-    crate::shutdown::on_signals(Arc::clone(&shutdown)).map_err(|e| fatal(71, format!("cannot watch signals: {e}")))?;
+    let shutdown = Arc::new(Shutdown::new().map_err(|e| fail(71, format!("cannot set up shutdown: {e}")))?);
+    crate::shutdown::on_signals(Arc::clone(&shutdown)).map_err(|e| fail(71, format!("cannot watch signals: {e}")))?;
 
     let (config_dir, overrides, postconf, settings_file) = match launch {
         Launch::Master(a) => (None, a.overrides.clone(), None, None),
         Launch::Standalone(s) => (s.config_dir.clone(), s.overrides.clone(), s.postconf.clone(), s.settings.clone()),
     };
     let postconf =
-        postconf.or_else(params::find_postconf).ok_or_else(|| fatal(69, params::ParamError::NoPostconf.to_string()))?;
-    let main_cf = MainCf::read(&postconf, config_dir.as_deref(), &overrides).map_err(|e| fatal(78, e.to_string()))?;
+        postconf.or_else(params::find_postconf).ok_or_else(|| fail(69, params::ParamError::NoPostconf.to_string()))?;
+    let main_cf = MainCf::read(&postconf, config_dir.as_deref(), &overrides).map_err(|e| fail(78, e.to_string()))?;
     // The queue directory first: postlogd's socket is the relative path
     // `public/postlog`, valid from here on and inside the jail.
     std::env::set_current_dir(&main_cf.queue_directory)
-        .map_err(|e| fatal(78, format!("chdir(\"{}\"): {e}", main_cf.queue_directory.display())))?;
+        .map_err(|e| fail(78, format!("chdir(\"{}\"): {e}", main_cf.queue_directory.display())))?;
     if let Some(log) = log {
-        let (stderr, verbose) = match launch {
-            Launch::Master(a) => (a.log_to_stderr, a.verbose > 0),
-            Launch::Standalone(s) => (s.stderr, s.verbose),
-        };
-        log.reconfigure(log_config(&main_cf, service, stderr, verbose)?);
+        log.reconfigure(log_config(&main_cf, service, opts.stderr, opts.verbose)?);
     }
-    let base = Settings::load(settings_file.as_deref()).map_err(|e| fatal(78, e.to_string()))?;
+    let base = Settings::load(settings_file.as_deref()).map_err(|e| fail(78, e.to_string()))?;
     let settings = main_cf.apply(&base);
 
     let root = privilege::is_root();
@@ -206,7 +217,7 @@ fn start(
         Launch::Standalone(_) => (false, root),
     };
     let account = if drop_to_owner || root {
-        Some(privilege::lookup(&main_cf.mail_owner).map_err(|e| fatal(67, e.to_string()))?)
+        Some(privilege::lookup(&main_cf.mail_owner).map_err(|e| fail(67, e.to_string()))?)
     } else {
         None
     };
@@ -223,7 +234,7 @@ fn start(
             None
         }
     };
-    let runtime = Runtime::new(settings.compile_cache_dir().as_deref()).map_err(|e| fatal(70, e.to_string()))?;
+    let runtime = Runtime::new(settings.compile_cache_dir().as_deref()).map_err(|e| fail(70, e.to_string()))?;
 
     let (listeners, socket_file, socket_label) = match launch {
         Launch::Master(_) => (master_listeners, None, format!("private/{service} for master(8)")),
@@ -237,21 +248,21 @@ fn start(
     let state_dir = main_cf.state_dir();
     let open = || FileStorage::open_path(&state_dir, crate::daemon::state_options(&state_dir));
     let storage = match account {
-        Some(account) if root => privilege::as_user(account, open).map_err(|e| fatal(71, e.to_string()))?,
+        Some(account) if root => privilege::as_user(account, open).map_err(|e| fail(71, e.to_string()))?,
         _ => open(),
     }
-    .map_err(|e| fatal(73, e.to_string()))?;
+    .map_err(|e| fail(73, e.to_string()))?;
 
     // Last steps as root. tzset now: the zone file is outside the jail.
     // SAFETY: tzset only reads the environment and the zone file.
     unsafe { tzset() };
     let jail = chroot.then_some(main_cf.queue_directory.as_path());
     let account = if drop_to_owner { account } else { None };
-    privilege::enter_jail(jail, account).map_err(|e| fatal(71, e.to_string()))?;
+    privilege::enter_jail(jail, account).map_err(|e| fail(71, e.to_string()))?;
 
     if let Some(status) = master_status {
         crate::shutdown::on_hangup(status, Arc::clone(&shutdown), "master disconnect")
-            .map_err(|e| fatal(71, format!("cannot watch master(8)'s status pipe: {e}")))?;
+            .map_err(|e| fail(71, format!("cannot watch master(8)'s status pipe: {e}")))?;
     }
 
     let daemon = Daemon {
@@ -269,7 +280,7 @@ fn start(
         shutdown,
         started,
     };
-    crate::daemon::run(daemon).map_err(|e| fatal(70, e.to_string()))
+    crate::daemon::run(daemon).map_err(Failure::from)
 }
 
 unsafe extern "C" {
@@ -282,9 +293,9 @@ fn level(verbose: bool) -> LevelFilter {
 
 /// Logging as main.cf says: `$syslog_name/service`, `syslog_facility`, and
 /// postlogd(8) instead of syslog when `maillog_file` is set.
-fn log_config(main_cf: &MainCf, service: &str, stderr: bool, verbose: bool) -> Result<PostfixLogConfig, Fatal> {
+fn log_config(main_cf: &MainCf, service: &str, stderr: bool, verbose: bool) -> Result<PostfixLogConfig, Failure> {
     let facility = Facility::from_name(&main_cf.syslog_facility)
-        .map_err(|e| fatal(78, format!("parameter syslog_facility: {e}")))?;
+        .map_err(|e| fail(78, format!("parameter syslog_facility: {e}")))?;
     let sink = if main_cf.maillog_file.is_empty() {
         SinkKind::syslog()
     } else {
@@ -300,28 +311,28 @@ fn log_config(main_cf: &MainCf, service: &str, stderr: bool, verbose: bool) -> R
 }
 
 /// Refuse what tlsmgr refuses, with the words Postfix uses.
-fn check_master_args(a: &MasterArgs, service: &str) -> Result<(), Fatal> {
+fn check_master_args(a: &MasterArgs, service: &str) -> Result<(), Failure> {
     if let Some(arg) = a.rest.first() {
-        return Err(fatal(64, format!("unexpected command-line argument: {arg}")));
+        return Err(fail(64, format!("unexpected command-line argument: {arg}")));
     }
     if a.stdin_stream {
-        return Err(fatal(
+        return Err(fail(
             64,
             "-S (a client on stdin) is not supported; run tlskeeper from master(8) or as `tlskeeper postfix`",
         ));
     }
     match a.transport.as_deref() {
-        None => return Err(fatal(64, "no transport type specified")),
+        None => return Err(fail(64, "no transport type specified")),
         Some(t) if t.eq_ignore_ascii_case("unix") => {}
         Some(t) => {
-            return Err(fatal(
+            return Err(fail(
                 64,
                 format!("unsupported transport type: {t}; declare the {service} service as `unix` in master.cf"),
             ));
         }
     }
     if !a.solitary {
-        return Err(fatal(
+        return Err(fail(
             64,
             format!("service {service} requires a process limit of 1; set the master.cf maxproc column to 1"),
         ));
@@ -331,9 +342,9 @@ fn check_master_args(a: &MasterArgs, service: &str) -> Result<(), Fatal> {
 
 /// Take ownership of master(8)'s status pipe (fd 5) and listening sockets
 /// (fd 6 on), checking each is what master passes.
-fn claim_master_fds(count: u32) -> Result<MasterFds, Fatal> {
+fn claim_master_fds(count: u32) -> Result<MasterFds, Failure> {
     let by_hand = |what: String| {
-        fatal(66, format!("{what}: this mode is for master(8); to run tlskeeper by hand use `tlskeeper postfix`"))
+        fail(66, format!("{what}: this mode is for master(8); to run tlskeeper by hand use `tlskeeper postfix`"))
     };
     // SAFETY: F_GETFD only inspects the descriptor table.
     if unsafe { libc::fcntl(MASTER_STATUS_FD, libc::F_GETFD) } < 0 {
@@ -367,20 +378,20 @@ fn is_listening_socket(fd: i32) -> bool {
 
 /// Bind `private/tlsmgr` as master(8) would: mode 0666, owned by
 /// `mail_owner`, replacing a stale socket but never a live one.
-fn standalone_listener(path: &Path, account: Option<privilege::Account>) -> Result<UnixListener, Fatal> {
+fn standalone_listener(path: &Path, account: Option<privilege::Account>) -> Result<UnixListener, Failure> {
     let listener = crate::server::bind(path, 0o666).map_err(|e| match e {
-        crate::server::BindError::InUse(_) => fatal(
+        crate::server::BindError::InUse(_) => fail(
             73,
             format!(
                 "{e}. If master(8) still runs its own tlsmgr there, comment out the tlsmgr line in \
                  master.cf and run `postfix reload` first"
             ),
         ),
-        other => fatal(73, other.to_string()),
+        other => fail(73, other.to_string()),
     })?;
     if let Some(account) = account.filter(|_| privilege::is_root()) {
         std::os::unix::fs::chown(path, Some(account.uid), Some(account.gid))
-            .map_err(|e| fatal(73, format!("cannot give {} to mail_owner: {e}", path.display())))?;
+            .map_err(|e| fail(73, format!("cannot give {} to mail_owner: {e}", path.display())))?;
     }
     Ok(listener)
 }
@@ -393,9 +404,7 @@ pub fn master_launch(args: &[OsString]) -> Option<Result<Launch, args::ArgsError
 /// Log a master(8) command line that does not parse, as Postfix daemons
 /// do (`fatal: invalid option: -x`), and return the exit status.
 pub fn run_invalid(error: &args::ArgsError) -> i32 {
-    if logging::install_postfix(PostfixLogConfig::bootstrap(DEFAULT_SERVICE)).is_err() {
-        logging::install_stderr("info");
-    }
+    install_logging(PostfixLogConfig::bootstrap(DEFAULT_SERVICE));
     tracing::error!(target: logging::FATAL, "{error}");
     std::thread::sleep(std::time::Duration::from_secs(1));
     64

@@ -272,7 +272,7 @@ impl MainCf {
         self.data_directory.join("tlskeeper")
     }
 
-    /// Whether any cache asks for per-operation logging.
+    /// The caches whose loglevel asks for per-operation logging.
     pub fn cache_logging(&self) -> Vec<String> {
         self.caches.iter().filter(|c| c.log_cache).map(|c| c.name.to_owned()).collect()
     }
