@@ -1,4 +1,5 @@
-//! The capabilities the core runs on: clock, entropy, storage and log.
+//! The capabilities the core runs on: clock, entropy, storage, the seed
+//! file and log.
 //!
 //! This trait is the core's whole view of the outside world. On wasm32 it is
 //! implemented by the component glue ([`crate::component`]) over the WIT
@@ -94,6 +95,17 @@ pub trait Capabilities {
 
     /// Entry count and byte total of `table`.
     fn stat(&mut self, table: &str) -> Result<TableStat, StorageError>;
+
+    /// The seed the previous run saved, already consumed (removed, durably)
+    /// by the host, so it is never used twice. `None` when there is none.
+    fn take_seed(&mut self) -> Option<Vec<u8>>;
+
+    /// Leave `seed` for the next run, replacing any earlier one atomically.
+    ///
+    /// # Errors
+    ///
+    /// The host's reason, for the log.
+    fn save_seed(&mut self, seed: &[u8]) -> Result<(), alloc::string::String>;
 
     /// Record a diagnostic message. Never pass secrets.
     fn log(&mut self, level: Level, message: &str);

@@ -32,7 +32,7 @@ wit_bindgen::generate!({
 });
 
 use exports::tlskeeper::core::manager as wit;
-use tlskeeper::core::{clock, entropy, log, storage};
+use tlskeeper::core::{clock, entropy, log, seed_file, storage};
 
 /// The instance's one manager.
 struct State(RefCell<Option<Manager>>);
@@ -90,6 +90,14 @@ impl Capabilities for Imports {
         storage::stat(table).map(|s| TableStat { entries: s.entries, bytes: s.bytes }).map_err(from_wit_storage)
     }
 
+    fn take_seed(&mut self) -> Option<Vec<u8>> {
+        seed_file::take()
+    }
+
+    fn save_seed(&mut self, seed: &[u8]) -> Result<(), String> {
+        seed_file::save(seed)
+    }
+
     fn log(&mut self, level: caps::Level, message: &str) {
         let level = match level {
             caps::Level::Error => log::Level::Error,
@@ -122,6 +130,7 @@ fn to_wit_error(e: Error) -> wit::Error {
         Error::InvalidConfig(why) => wit::Error::InvalidConfig(why),
         Error::NotConfigured => wit::Error::NotConfigured,
         Error::Storage(why) => wit::Error::Storage(why),
+        Error::SeedFile(why) => wit::Error::SeedFile(why),
         Error::Internal(what) => wit::Error::Internal(String::from(what)),
     }
 }
@@ -143,6 +152,7 @@ fn from_wit_config(c: wit::Config) -> config::Config {
         ticket_cache: c.ticket_cache,
         reseed_period_secs: c.reseed_period_secs,
         housekeeping_batch: c.housekeeping_batch,
+        seed_save_period_secs: c.seed_save_period_secs,
     }
 }
 
@@ -190,6 +200,10 @@ impl wit::Guest for Component {
 
     fn housekeeping() -> Result<u64, wit::Error> {
         with_manager(|m, caps| m.housekeeping(caps)).map_err(to_wit_error)
+    }
+
+    fn checkpoint() -> Result<(), wit::Error> {
+        with_manager(|m, caps| m.checkpoint(caps)).map_err(to_wit_error)
     }
 
     fn stats() -> Result<wit::ManagerStats, wit::Error> {

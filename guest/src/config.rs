@@ -70,6 +70,8 @@ pub struct Config {
     pub reseed_period_secs: u32,
     /// Expired entries removed per housekeeping call; 0 = default.
     pub housekeeping_batch: u32,
+    /// Mean seconds between seed-file saves; 0 = no seed file.
+    pub seed_save_period_secs: u32,
 }
 
 /// One cache's settings after validation.
@@ -108,6 +110,8 @@ pub struct Settings {
     pub reseed_period_secs: u32,
     /// Expired entries removed per housekeeping call, at least 1.
     pub housekeeping_batch: u32,
+    /// Mean seconds between seed-file saves; 0 = no seed file.
+    pub seed_save_period_secs: u32,
 }
 
 /// tlsmgr's timeout rule: 0 stays 0 (off), 1..119 becomes 120, above the
@@ -176,6 +180,7 @@ impl Config {
             ticket_timeout_secs,
             reseed_period_secs: self.reseed_period_secs.max(1),
             housekeeping_batch: or_default(self.housekeeping_batch, DEFAULT_HOUSEKEEPING_BATCH),
+            seed_save_period_secs: self.seed_save_period_secs,
         })
     }
 }
@@ -197,7 +202,13 @@ mod tests {
     }
 
     fn config(caches: Vec<CacheConfig>) -> Config {
-        Config { caches, ticket_cache: "smtpd".into(), reseed_period_secs: 3600, housekeeping_batch: 0 }
+        Config {
+            caches,
+            ticket_cache: "smtpd".into(),
+            reseed_period_secs: 3600,
+            housekeeping_batch: 0,
+            seed_save_period_secs: 0,
+        }
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub enum Error {
     NotConfigured,
     /// The storage capability failed.
     Storage(String),
+    /// The seed file could not be saved; the host's reason.
+    SeedFile(String),
     /// A broken internal invariant: a bug in the core; please report it.
     Internal(&'static str),
 }
@@ -67,6 +69,7 @@ impl fmt::Display for Error {
             Error::InvalidConfig(why) => write!(f, "invalid configuration: {why}"),
             Error::NotConfigured => f.write_str("core called before configure"),
             Error::Storage(why) => f.write_str(why),
+            Error::SeedFile(why) => write!(f, "cannot save the seed file: {why}"),
             Error::Internal(what) => write!(f, "internal error (a bug): {what}"),
         }
     }

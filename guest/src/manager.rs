@@ -123,6 +123,7 @@ impl Manager {
         }
         self.caches = caches;
         self.prng.set_period(settings.reseed_period_secs);
+        self.prng.set_seed_period(settings.seed_save_period_secs);
         self.sweep_cursor = 0;
         self.settings = Some(settings);
         Ok(())
@@ -259,6 +260,9 @@ impl Manager {
         if let Some(t) = self.prng.next_reseed_secs() {
             next = next.min(t);
         }
+        if let Some(t) = self.prng.maybe_save_seed(caps, now_nanos)? {
+            next = next.min(t);
+        }
         if let Some(half) = tickets
             && let Some(t) = self.keys.expire(caps, now_nanos, half)?
         {
@@ -291,6 +295,18 @@ impl Manager {
         self.sweep_cursor = 0;
         let delay_ms = next.saturating_sub(now_u).saturating_mul(1000);
         Ok(delay_ms.min(MAX_HOUSEKEEPING_DELAY_MS))
+    }
+
+    /// Save what the next run needs: a fresh seed, when a seed file is
+    /// configured and this run consumed the old one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SeedFile`] when the host could not save it.
+    pub fn checkpoint(&mut self, caps: &mut impl Capabilities) -> Result<()> {
+        self.settings()?;
+        let now = caps.now_nanos();
+        self.prng.checkpoint(caps, now)
     }
 
     /// Counters and sizes.
@@ -336,6 +352,7 @@ mod tests {
             ticket_cache: "smtpd".into(),
             reseed_period_secs: 3600,
             housekeeping_batch: 0,
+            seed_save_period_secs: 0,
         }
     }
 
@@ -541,6 +558,21 @@ mod tests {
         assert_eq!(m2.stats(&mut caps).unwrap().keys_minted, 0);
     }
 
+    #[test]
+    fn housekeeping_and_checkpoint_keep_the_seed_file_fresh() {
+        let mut c = config();
+        c.seed_save_period_secs = 600;
+        let (mut m, mut caps) = configured(&c, 1);
+        caps.seed_file = Some(b"left by the last run".to_vec());
+        let delay = m.housekeeping(&mut caps).unwrap();
+        assert_eq!(caps.seeds_taken, [b"left by the last run".to_vec()]);
+        assert_eq!(caps.seeds_saved.len(), 1);
+        assert!(delay <= 600_000, "{delay}");
+        m.checkpoint(&mut caps).unwrap();
+        assert_eq!(caps.seeds_saved.len(), 2);
+        assert_eq!(caps.seed_file.as_ref(), caps.seeds_saved.last());
+    }
+
     /// Config with two caches of T = 120 and a small housekeeping batch.
     fn two_caches(batch: u32) -> Config {
         Config {
@@ -548,6 +580,7 @@ mod tests {
             ticket_cache: "smtpd".into(),
             reseed_period_secs: 3600,
             housekeeping_batch: batch,
+            seed_save_period_secs: 0,
         }
     }
 

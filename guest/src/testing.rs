@@ -3,8 +3,9 @@
 //! [`FakeCaps`] has a scripted clock (it moves only when a test says so),
 //! deterministic "entropy" (SHA-256 in counter mode over a seed, so a test
 //! can be rerun bit for bit yet two seeds give different streams), an
-//! in-memory ordered store that can be told to fail, and a log that tests can
-//! read back.
+//! in-memory ordered store that can be told to fail, a seed file kept in a
+//! field (so a test can carry it from one "run" to the next), and a log that
+//! tests can read back.
 //!
 //! # Security
 //!
@@ -42,6 +43,14 @@ pub struct FakeCaps {
     pub storage_fault: Option<StorageError>,
     /// Every message logged, in order.
     pub logs: Vec<(Level, String)>,
+    /// The seed file's content, as a host keeps it between runs.
+    pub seed_file: Option<Vec<u8>>,
+    /// Seeds taken so far (each removed from `seed_file` as it is taken).
+    pub seeds_taken: Vec<Vec<u8>>,
+    /// Seeds saved so far, in order.
+    pub seeds_saved: Vec<Vec<u8>>,
+    /// When set, every seed save fails with this reason.
+    pub seed_fault: Option<String>,
 }
 
 impl FakeCaps {
@@ -55,6 +64,10 @@ impl FakeCaps {
             tables: BTreeMap::new(),
             storage_fault: None,
             logs: Vec::new(),
+            seed_file: None,
+            seeds_taken: Vec::new(),
+            seeds_saved: Vec::new(),
+            seed_fault: None,
         }
     }
 
@@ -138,6 +151,21 @@ impl Capabilities for FakeCaps {
             entries: t.len() as u64,
             bytes: t.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum(),
         }))
+    }
+
+    fn take_seed(&mut self) -> Option<Vec<u8>> {
+        let seed = self.seed_file.take()?;
+        self.seeds_taken.push(seed.clone());
+        Some(seed)
+    }
+
+    fn save_seed(&mut self, seed: &[u8]) -> Result<(), String> {
+        if let Some(why) = &self.seed_fault {
+            return Err(why.clone());
+        }
+        self.seed_file = Some(seed.to_vec());
+        self.seeds_saved.push(seed.to_vec());
+        Ok(())
     }
 
     fn log(&mut self, level: Level, message: &str) {

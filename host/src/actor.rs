@@ -10,7 +10,9 @@
 //!
 //! It also asks storage to make recent writes durable about once a second
 //! ([`FLUSH_INTERVAL`]): session-cache writes are committed without an
-//! fsync each, so a crash loses at most that much of them.
+//! fsync each, so a crash loses at most that much of them. When the last
+//! handle goes, it checkpoints the core (which saves a fresh seed) before
+//! dropping it.
 //!
 //! Closures rather than a request enum: each caller gets its own result type
 //! with no second enum to keep in step with [`Core`]'s methods.
@@ -86,7 +88,14 @@ fn run(mut core: Core, jobs: &mpsc::Receiver<Job>) {
         match jobs.recv_timeout(wait) {
             Ok(job) => job(&mut core),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // The last chance to leave a fresh seed for the next run;
+                // the store flushes when the core drops.
+                if let Err(e) = core.checkpoint() {
+                    tracing::warn!("{e}");
+                }
+                return;
+            }
         }
         if Instant::now() >= next_housekeeping {
             let delay = match core.housekeeping() {

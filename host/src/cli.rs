@@ -27,7 +27,6 @@ use crate::engine::{Capabilities, Runtime};
 use crate::protocol::keybuf;
 use crate::protocol::tlsmgr::{Reply, Request};
 use crate::shutdown::Shutdown;
-use crate::storage::{FileStorage, MemoryStorage};
 
 /// A TLS session-state manager: shared session caches, RFC 5077 ticket keys
 /// and a seeded DRBG, wire-compatible with Postfix's tlsmgr(8).
@@ -64,6 +63,12 @@ pub struct ServeArgs {
     /// Keep keys and sessions in a store in this directory [default: the file's `state_dir`, else memory only].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Key-encryption key that seals the state directory, created on first start [default: the file's `kek_file`, else <state-dir>/kek].
+    #[arg(long, value_name = "FILE")]
+    pub kek_file: Option<PathBuf>,
+    /// Seed file for the DRBG; "" for none [default: the file's `seed_file`, else <state-dir>/seed].
+    #[arg(long, value_name = "FILE")]
+    pub seed_file: Option<PathBuf>,
     /// Directory for the compiled-core cache.
     #[arg(long, value_name = "DIR", conflicts_with = "no_compile_cache")]
     pub compile_cache: Option<PathBuf>,
@@ -162,6 +167,12 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
     if let Some(dir) = args.state_dir {
         settings.state_dir = Some(dir);
     }
+    if let Some(file) = args.kek_file {
+        settings.kek_file = Some(file);
+    }
+    if let Some(file) = args.seed_file {
+        settings.seed_file = Some(file);
+    }
     if let Some(dir) = args.compile_cache {
         settings.compile_cache_dir = Some(dir);
     }
@@ -177,14 +188,13 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
     let shutdown = Arc::new(Shutdown::new().map_err(|e| fail(71, format!("cannot set up shutdown: {e}")))?);
     crate::shutdown::on_signals(Arc::clone(&shutdown)).map_err(|e| fail(71, format!("cannot watch signals: {e}")))?;
     let runtime = Runtime::new(settings.compile_cache_dir().as_deref()).map_err(|e| fail(70, e.to_string()))?;
-    let storage: Box<dyn crate::storage::Storage> = match &settings.state_dir {
-        Some(dir) => Box::new(
-            FileStorage::open_path(dir, crate::daemon::state_options(dir)).map_err(|e| fail(73, e.to_string()))?,
-        ),
-        None => Box::new(MemoryStorage::new()),
+    let state = crate::state::open(&settings).map_err(|e| fail(e.status(), e.to_string()))?;
+    let caps = Capabilities {
+        clock: Box::new(crate::caps::SystemClock),
+        entropy: Box::new(crate::caps::OsEntropy),
+        storage: state.storage,
+        seed_file: state.seed_file,
     };
-    let caps =
-        Capabilities { clock: Box::new(crate::caps::SystemClock), entropy: Box::new(crate::caps::OsEntropy), storage };
     let listener = crate::server::bind(&settings.socket, mode).map_err(|e| fail(73, e.to_string()))?;
     let daemon = Daemon {
         runtime,

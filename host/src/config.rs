@@ -8,6 +8,9 @@
 //! ```toml
 //! socket = "/run/tlskeeper/tlsmgr"
 //! state_dir = "/var/lib/tlskeeper"  # omit to keep state in memory only
+//! kek_file = "/etc/tlskeeper/kek"   # default: <state_dir>/kek
+//! seed_file = "/var/lib/tlskeeper/seed"  # default: <state_dir>/seed; "" = none
+//! seed_update_period = 3600       # seconds, mean interval between seed saves
 //! ticket_cache = "smtpd"          # whose timeout drives ticket keys
 //! reseed_period = 3600            # seconds, mean DRBG reseed interval
 //! max_connections = 1024
@@ -17,6 +20,7 @@
 //! enabled = true
 //! timeout = 3600                  # seconds; 0 = off, 1..119 -> 120
 //! max_entries = 1000000
+//! persistent = true               # false: keep this cache in memory only
 //! ```
 //!
 //! The cache values are passed to the core unchanged; the core applies
@@ -89,11 +93,21 @@ pub struct CacheSettings {
     pub max_bytes: u64,
     /// Largest session accepted (0 = the core's default).
     pub max_session_bytes: u32,
+    /// Keep this cache in the state directory (when there is one); false
+    /// keeps it in memory, lost at exit.
+    pub persistent: bool,
 }
 
 impl Default for CacheSettings {
     fn default() -> Self {
-        CacheSettings { enabled: true, timeout: 3600, max_entries: 0, max_bytes: 0, max_session_bytes: 0 }
+        CacheSettings {
+            enabled: true,
+            timeout: 3600,
+            max_entries: 0,
+            max_bytes: 0,
+            max_session_bytes: 0,
+            persistent: true,
+        }
     }
 }
 
@@ -109,6 +123,14 @@ pub struct Settings {
     /// Keep keys and sessions in a store in this directory (`None` = in
     /// memory only, lost at exit).
     pub state_dir: Option<PathBuf>,
+    /// The key-encryption key that seals the state directory's store
+    /// (`None` = `<state_dir>/kek`). Created on first start.
+    pub kek_file: Option<PathBuf>,
+    /// The DRBG's seed file (`None` = `<state_dir>/seed` when there is a
+    /// state directory; an empty path = no seed file).
+    pub seed_file: Option<PathBuf>,
+    /// Mean seconds between seed-file saves (0 = no seed file).
+    pub seed_update_period: u32,
     /// Cache compiled code here (`None` = the per-user default).
     pub compile_cache_dir: Option<PathBuf>,
     /// Use the compiled-code cache at all.
@@ -139,6 +161,9 @@ impl Default for Settings {
             socket: PathBuf::from(DEFAULT_SOCKET),
             socket_mode: "0666".into(),
             state_dir: None,
+            kek_file: None,
+            seed_file: None,
+            seed_update_period: 3600,
             compile_cache_dir: None,
             compile_cache: true,
             ticket_cache: "smtpd".into(),
@@ -211,6 +236,29 @@ impl Settings {
         Some(base.join("tlskeeper"))
     }
 
+    /// The key-encryption key file, when there is a state directory.
+    pub fn kek_path(&self) -> Option<PathBuf> {
+        let dir = self.state_dir.as_ref()?;
+        Some(self.kek_file.clone().unwrap_or_else(|| dir.join("kek")))
+    }
+
+    /// The seed file, if any.
+    pub fn seed_file_path(&self) -> Option<PathBuf> {
+        if self.seed_update_period == 0 {
+            return None;
+        }
+        match &self.seed_file {
+            Some(path) if path.as_os_str().is_empty() => None,
+            Some(path) => Some(path.clone()),
+            None => self.state_dir.as_ref().map(|dir| dir.join("seed")),
+        }
+    }
+
+    /// Caches kept in memory even when there is a state directory.
+    pub fn volatile_caches(&self) -> Vec<String> {
+        self.caches.iter().filter(|(_, c)| !c.persistent).map(|(name, _)| name.clone()).collect()
+    }
+
     /// What the core is configured with.
     pub fn core_config(&self) -> CoreConfig {
         CoreConfig {
@@ -229,6 +277,7 @@ impl Settings {
             ticket_cache: self.ticket_cache.clone(),
             reseed_period_secs: self.reseed_period,
             housekeeping_batch: self.housekeeping_batch,
+            seed_save_period_secs: if self.seed_file_path().is_some() { self.seed_update_period } else { 0 },
         }
     }
 
@@ -268,6 +317,24 @@ mod tests {
         assert_eq!(s.reseed_period, 60);
         assert_eq!(s.caches.len(), 1);
         assert_eq!(s.caches["smtpd"], CacheSettings { timeout: 10, max_entries: 5, ..CacheSettings::default() });
+    }
+
+    #[test]
+    fn state_files_default_into_the_state_directory() {
+        let memory = Settings::default();
+        assert_eq!((memory.kek_path(), memory.seed_file_path()), (None, None));
+        assert_eq!(memory.core_config().seed_save_period_secs, 0);
+
+        let s = Settings::parse("state_dir = \"/var/lib/tk\"\n[caches.smtp]\npersistent = false\n").unwrap();
+        assert_eq!(s.kek_path(), Some(PathBuf::from("/var/lib/tk/kek")));
+        assert_eq!(s.seed_file_path(), Some(PathBuf::from("/var/lib/tk/seed")));
+        assert_eq!(s.core_config().seed_save_period_secs, 3600);
+        assert_eq!(s.volatile_caches(), ["smtp"]);
+
+        let s = Settings::parse("state_dir = \"/v\"\nkek_file = \"/etc/k\"\nseed_file = \"\"\n").unwrap();
+        assert_eq!((s.kek_path(), s.seed_file_path()), (Some(PathBuf::from("/etc/k")), None));
+        let s = Settings::parse("state_dir = \"/v\"\nseed_update_period = 0\n").unwrap();
+        assert_eq!(s.seed_file_path(), None);
     }
 
     #[test]

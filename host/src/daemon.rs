@@ -18,7 +18,7 @@
 //! restart (which keeps persisted keys and sessions).
 
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,7 +26,6 @@ use crate::config::Settings;
 use crate::engine::{Capabilities, Core, Runtime};
 use crate::service::Service;
 use crate::shutdown::Shutdown;
-use crate::storage::FileOptions;
 
 /// Everything a daemon needs, already opened.
 pub struct Daemon {
@@ -48,21 +47,6 @@ pub struct Daemon {
     pub shutdown: Arc<Shutdown>,
     /// When start-up began, for the start-up log line.
     pub started: Instant,
-}
-
-/// The core's table of ticket keys, whose writes must be durable before a
-/// key is handed out: a key lost in a crash strands every ticket sealed
-/// with it. (Session caches may lose their last second of writes: that only
-/// costs full handshakes.)
-pub const TICKET_KEY_TABLE: &str = "tktkey";
-
-/// How a daemon opens its persistent store in `dir`.
-pub fn state_options(dir: &Path) -> FileOptions {
-    FileOptions {
-        durable_tables: vec![TICKET_KEY_TABLE.to_owned()],
-        location: dir.display().to_string(),
-        ..FileOptions::default()
-    }
 }
 
 /// Why the daemon could not run.

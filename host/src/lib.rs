@@ -14,7 +14,8 @@
 //!   Know nothing of the core or of sockets.
 //! - [`engine`]: the wasmtime embedding and [`engine::Core`], the handle for
 //!   export calls. Knows nothing of protocols.
-//! - [`caps`] and [`storage`]: the capabilities the core runs on.
+//! - [`caps`] and [`storage`]: the capabilities the core runs on;
+//!   [`state`] opens the durable ones (the sealed store, the seed file).
 //! - [`actor`]: the one thread that owns the core; everyone else sends it
 //!   typed calls.
 //! - [`service`]: the only module that sees both a protocol request and the
@@ -54,4 +55,5 @@ pub mod protocol;
 pub mod server;
 pub mod service;
 pub mod shutdown;
+pub mod state;
 pub mod storage;

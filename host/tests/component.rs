@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use sha2::{Digest, Sha256};
-use tlskeeper::caps::{Entropy, EntropyError};
+use tlskeeper::caps::{Entropy, EntropyError, NoSeedFile};
 use tlskeeper::config::{CacheSettings, Settings};
 use tlskeeper::engine::{CallError, Capabilities, Core, CoreError, EngineError, Limits};
 use tlskeeper::storage::MemoryStorage;
@@ -36,18 +36,21 @@ fn seeded_core(seed: u64, clock: &ScriptedClock, settings: &Settings) -> Core {
         clock: Box::new(clock.clone()),
         entropy: Box::new(SeededEntropy { seed, counter: 0 }),
         storage: Box::new(MemoryStorage::new()),
+        seed_file: Box::new(NoSeedFile),
     };
     Core::start(runtime(), caps, settings.core_config(), settings.limits()).expect("core starts")
 }
 
-/// The sandbox: the core imports tlskeeper's four capability interfaces and
+/// The sandbox: the core imports tlskeeper's five capability interfaces and
 /// nothing else — no `wasi:*`, so no files, sockets, clocks or randomness
 /// behind the host's back. A dependency that drags in WASI fails here.
 #[test]
-fn imports_are_exactly_our_four_capabilities() {
+fn imports_are_exactly_our_five_capabilities() {
     let imports: BTreeSet<String> = runtime().imports().into_iter().collect();
-    let expected: BTreeSet<String> =
-        ["clock", "entropy", "log", "storage"].iter().map(|i| format!("tlskeeper:core/{i}@0.1.0")).collect();
+    let expected: BTreeSet<String> = ["clock", "entropy", "log", "seed-file", "storage"]
+        .iter()
+        .map(|i| format!("tlskeeper:core/{i}@0.1.0"))
+        .collect();
     assert_eq!(imports, expected);
     assert_eq!(runtime().exports(), vec!["tlskeeper:core/manager@0.1.0".to_owned()]);
 }

@@ -1,5 +1,5 @@
-//! The capabilities the host grants the core: entropy, clock, log (storage
-//! is in [`crate::storage`]).
+//! The capabilities the host grants the core: entropy, clock, the seed
+//! file, log (storage is in [`crate::storage`]).
 //!
 //! Each capability is a small trait with a production implementation, so
 //! tests (and later the replayer) can substitute their own. The engine's
@@ -22,7 +22,9 @@ pub mod clock;
 pub mod entropy;
 pub mod log;
 pub mod random_source;
+pub mod seed_file;
 
 pub use clock::{Clock, SystemClock};
 pub use entropy::{Entropy, EntropyError, OsEntropy};
 pub use random_source::{MixedEntropy, RandomSource};
+pub use seed_file::{NoSeedFile, SeedFile, SeedStore};

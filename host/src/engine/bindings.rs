@@ -27,4 +27,4 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::exports::tlskeeper::core::manager;
-pub use self::tlskeeper::core::{clock, entropy, log, storage};
+pub use self::tlskeeper::core::{clock, entropy, log, seed_file, storage};

@@ -37,7 +37,7 @@ use std::path::Path;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 
-use crate::caps::{Clock, Entropy};
+use crate::caps::{Clock, Entropy, SeedStore};
 use crate::keys::TicketKey;
 use crate::storage::Storage;
 use bindings::manager;
@@ -173,6 +173,8 @@ pub struct Capabilities {
     pub entropy: Box<dyn Entropy>,
     /// The tables.
     pub storage: Box<dyn Storage>,
+    /// Where the DRBG's seed is kept between runs.
+    pub seed_file: Box<dyn SeedStore>,
 }
 
 /// What the store holds: the capabilities and the limits.
@@ -343,6 +345,16 @@ impl Core {
         self.call(|m, s| m.call_stats(s))
     }
 
+    /// Save what the next run needs (a fresh seed). Called once, when the
+    /// host stops.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`].
+    pub fn checkpoint(&mut self) -> Result<(), CallError> {
+        self.call(|m, s| m.call_checkpoint(s))
+    }
+
     /// Fuel the last call consumed.
     pub fn fuel_used(&self) -> u64 {
         self.limits.fuel_per_call.saturating_sub(self.store.get_fuel().unwrap_or(0))
@@ -396,6 +408,7 @@ impl HostState {
                 clock: Box::new(crate::caps::SystemClock),
                 entropy: Box::new(crate::caps::OsEntropy),
                 storage: Box::new(crate::storage::MemoryStorage::new()),
+                seed_file: Box::new(crate::caps::NoSeedFile),
             },
             limits: StoreLimitsBuilder::new().build(),
         }
@@ -473,6 +486,19 @@ impl bindings::storage::Host for HostState {
             .stat(&table)
             .map(|s| bindings::storage::TableStat { entries: s.entries, bytes: s.bytes })
             .map_err(to_wit))
+    }
+}
+
+impl bindings::seed_file::Host for HostState {
+    fn take(&mut self) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.caps.seed_file.take())
+    }
+
+    fn save(&mut self, seed: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        let mut seed = seed;
+        let r = self.caps.seed_file.save(&seed);
+        zeroize::Zeroize::zeroize(&mut seed);
+        Ok(r)
     }
 }
 

@@ -52,7 +52,6 @@ use crate::daemon::{Daemon, Failure, fail};
 use crate::engine::{Capabilities, Runtime};
 use crate::logging::{self, Facility, LogHandle, PostfixLogConfig, SinkKind};
 use crate::shutdown::Shutdown;
-use crate::storage::FileStorage;
 
 pub use args::{MasterArgs, is_master_invocation};
 pub use params::MainCf;
@@ -245,13 +244,16 @@ fn start(
         }
     };
 
+    // The store as mail_owner, so that its files are that account's; the
+    // key-encryption key (in assemble) as root, so that it can be root's.
     let state_dir = main_cf.state_dir();
-    let open = || FileStorage::open_path(&state_dir, crate::daemon::state_options(&state_dir));
-    let storage = match account {
+    let open = || crate::state::open_store(&state_dir);
+    let store = match account {
         Some(account) if root => privilege::as_user(account, open).map_err(|e| fail(71, e.to_string()))?,
         _ => open(),
     }
     .map_err(|e| fail(73, e.to_string()))?;
+    let state = crate::state::assemble(Some(store), &settings).map_err(|e| fail(e.status(), e.to_string()))?;
 
     // Last steps as root. tzset now: the zone file is outside the jail.
     // SAFETY: tzset only reads the environment and the zone file.
@@ -270,7 +272,8 @@ fn start(
         caps: Capabilities {
             clock: Box::new(SystemClock),
             entropy: Box::new(MixedEntropy::new(extra)),
-            storage: Box::new(storage),
+            storage: state.storage,
+            seed_file: state.seed_file,
         },
         logged_caches: main_cf.cache_logging(),
         settings,

@@ -106,6 +106,8 @@ pub struct CacheParams {
 /// The parameters tlsmgr reads, typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MainCf {
+    /// `config_directory`.
+    pub config_directory: PathBuf,
     /// `queue_directory`.
     pub queue_directory: PathBuf,
     /// `data_directory`.
@@ -140,6 +142,7 @@ pub struct MainCf {
 
 /// Every parameter asked of postconf.
 const NAMES: &[&str] = &[
+    "config_directory",
     "queue_directory",
     "data_directory",
     "mail_owner",
@@ -238,6 +241,7 @@ impl MainCf {
             Ok(value)
         };
         Ok(MainCf {
+            config_directory: PathBuf::from(nonempty("config_directory")?),
             queue_directory: PathBuf::from(nonempty("queue_directory")?),
             data_directory: PathBuf::from(nonempty("data_directory")?),
             mail_owner: nonempty("mail_owner")?,
@@ -272,6 +276,14 @@ impl MainCf {
         self.data_directory.join("tlskeeper")
     }
 
+    /// The default key-encryption key file:
+    /// `$config_directory/tlskeeper.kek`. Next to main.cf and root's, not in
+    /// `data_directory` with the store: a copy or backup of the data
+    /// directory then holds nothing readable.
+    pub fn kek_file(&self) -> PathBuf {
+        self.config_directory.join("tlskeeper.kek")
+    }
+
     /// The caches whose loglevel asks for per-operation logging.
     pub fn cache_logging(&self) -> Vec<String> {
         self.caches.iter().filter(|c| c.log_cache).map(|c| c.name.to_owned()).collect()
@@ -285,6 +297,11 @@ impl MainCf {
         settings.socket_mode = "0666".into();
         settings.ticket_cache = "smtpd".into();
         settings.reseed_period = self.reseed_period_secs;
+        settings.state_dir = Some(self.state_dir());
+        settings.kek_file = Some(base.kek_file.clone().unwrap_or_else(|| self.kek_file()));
+        // tlsmgr's exchange file becomes the seed file; empty means none.
+        settings.seed_file = Some(PathBuf::from(&self.exchange_file));
+        settings.seed_update_period = self.exchange_period_secs;
         settings.caches = self
             .caches
             .iter()
@@ -296,6 +313,8 @@ impl MainCf {
                 let cache = CacheSettings {
                     enabled: !c.database.is_empty() && c.timeout_secs > 0,
                     timeout: c.timeout_secs,
+                    // Postfix's in-memory table type keeps a cache volatile.
+                    persistent: bounds.persistent && !c.database.starts_with("internal:"),
                     ..bounds
                 };
                 (c.name.to_owned(), cache)
@@ -368,6 +387,7 @@ mod tests {
     /// `postconf -x` output of a stock Debian 3.7.11 with the loopback test
     /// main.cf of the e2e script (abridged to the parameters asked for).
     const STOCK: &str = "\
+config_directory = /etc/postfix
 queue_directory = /var/spool/postfix
 data_directory = /var/lib/postfix
 mail_owner = postfix
@@ -411,6 +431,27 @@ myhostname = mx.test.invalid
         assert!(!s.caches["lmtp"].enabled);
         assert_eq!(s.ticket_cache, "smtpd");
         assert_eq!(s.socket_mode().unwrap(), 0o666);
+        // State: the store in data_directory, its key next to main.cf, the
+        // exchange file as the seed file.
+        assert_eq!(s.state_dir, Some(PathBuf::from("/var/lib/postfix/tlskeeper")));
+        assert_eq!(s.kek_path(), Some(PathBuf::from("/etc/postfix/tlskeeper.kek")));
+        assert_eq!(s.seed_file_path(), Some(PathBuf::from("/var/lib/postfix/prng_exch")));
+        assert!(s.caches["smtpd"].persistent);
+    }
+
+    #[test]
+    fn internal_tables_and_an_empty_exchange_name_stay_in_memory() {
+        let text = STOCK
+            .replace("btree:/var/lib/postfix/smtpd_scache", "internal:smtpd_scache")
+            .replace("tls_random_exchange_name = /var/lib/postfix/prng_exch", "tls_random_exchange_name =");
+        let s = MainCf::from_postconf(&text).unwrap().apply(&Settings::default());
+        assert!(s.caches["smtpd"].enabled && !s.caches["smtpd"].persistent);
+        assert_eq!(s.seed_file_path(), None);
+        assert_eq!(s.core_config().seed_save_period_secs, 0);
+        // An operator's settings file may place the key elsewhere.
+        let base = Settings { kek_file: Some(PathBuf::from("/etc/tlskeeper/kek")), ..Settings::default() };
+        let s = MainCf::from_postconf(STOCK).unwrap().apply(&base);
+        assert_eq!(s.kek_path(), Some(PathBuf::from("/etc/tlskeeper/kek")));
     }
 
     #[test]

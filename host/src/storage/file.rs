@@ -51,7 +51,9 @@
 //!
 //! # Security
 //!
-//! The file holds sessions and ticket keys in clear. It is created with mode
+//! The file holds whatever values it is given, as given: the daemon puts
+//! [`super::sealed::Sealed`] in front of it, so that what reaches the disk
+//! is sealed under a key kept outside the file. It is created with mode
 //! 0600; opening refuses a file that is group- or world-accessible or not a
 //! regular file, does not follow a symbolic link at `store.redb`, and refuses
 //! a data directory that group or others may access (whoever can write to it
@@ -63,8 +65,9 @@
 //!
 //! Copy-on-write means an overwritten or deleted value stays in a free page
 //! of the file until redb reuses the page: deletion does not erase it from
-//! the disk. redb's page cache holds values in memory without zeroizing them.
-//! Whoever can read the file or the process memory can read them.
+//! the disk; sealed, it stays unreadable without the key-encryption key.
+//! redb's page cache holds values in memory without zeroizing them (sealed
+//! too): whoever can read the process memory can also read the key.
 //!
 //! # Limitations
 //!
@@ -332,6 +335,16 @@ impl FileStorage {
             return Err(OpenError::Symlink { what });
         }
         Self::open(&dir, FileOptions { location: path.display().to_string(), ..options })
+    }
+
+    /// True when no table holds an entry.
+    pub fn is_empty(&self) -> bool {
+        self.stats.values().all(|s| s.entries == 0)
+    }
+
+    /// The file, as messages name it: `store.redb in <location>`.
+    pub fn describe(&self) -> String {
+        format!("{FILE_NAME} in {}", self.location)
     }
 
     fn error(&self, e: impl fmt::Display) -> StorageError {

@@ -26,12 +26,18 @@
 //! Synchronous: a slow backend stalls the core's actor thread.
 
 pub mod file;
+pub mod kek;
 pub mod memory;
+pub mod sealed;
+pub mod split;
 
 use std::fmt;
 
 pub use file::{FileOptions, FileStorage, OpenError};
+pub use kek::{Kek, KekError};
 pub use memory::MemoryStorage;
+pub use sealed::{SealError, Sealed};
+pub use split::Split;
 
 /// Longest table name a backend accepts.
 pub const MAX_TABLE_NAME: usize = 128;

@@ -17,7 +17,7 @@ use std::thread;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tlskeeper::caps::{Clock, OsEntropy};
+use tlskeeper::caps::{Clock, NoSeedFile, OsEntropy};
 use tlskeeper::client::Client;
 use tlskeeper::config::Settings;
 use tlskeeper::engine::{Capabilities, Core, Runtime};
@@ -62,6 +62,7 @@ pub fn caps(clock: &ScriptedClock) -> Capabilities {
         clock: Box::new(clock.clone()),
         entropy: Box::new(OsEntropy),
         storage: Box::new(MemoryStorage::new()),
+        seed_file: Box::new(NoSeedFile),
     }
 }
 

@@ -1,0 +1,259 @@
+//! The daemon's durable state, opened and put together: the store in the
+//! state directory, sealed under its key-encryption key, with volatile
+//! caches split off into memory, and the DRBG's seed file.
+//!
+//! Both ways of starting tlskeeper come through here, so the rules are the
+//! same for `tlskeeper serve` and the Postfix modes:
+//!
+//! - a new, empty store gets a new key-encryption key (KEK) file, created
+//!   0600 on first start;
+//! - a store that holds anything must come with the KEK it was sealed
+//!   under: a missing or different key stops the start with a message that
+//!   names both files, rather than starting from nothing;
+//! - a store written without sealing is refused the same way.
+//!
+//! The store is opened by the caller ([`open_store`]), the KEK here: the
+//! Postfix modes open the store as `mail_owner`, so that its files belong to
+//! that account, but read the KEK as root, so that it can live in a
+//! root-only file that the unprivileged daemon could not read again.
+//!
+//! # Security
+//!
+//! Holds the KEK until it is handed to the sealing layer. The state
+//! directory's contents are untrusted (see [`crate::storage::sealed`]); the
+//! KEK file is trusted once its ownership and mode have been checked.
+//!
+//! # Limitations
+//!
+//! No KEK rotation: changing the key means starting with an empty store.
+
+use std::path::{Path, PathBuf};
+
+use crate::caps::seed_file::SeedFileError;
+use crate::caps::{NoSeedFile, SeedFile, SeedStore};
+use crate::config::Settings;
+use crate::storage::file::{FileOptions, FileStorage, OpenError};
+use crate::storage::kek::{self, KekError};
+use crate::storage::sealed::{SealError, Sealed};
+use crate::storage::split::{Split, cache_tables};
+use crate::storage::{MemoryStorage, Storage, StorageError};
+
+/// The core's table of ticket keys, whose writes must be durable before a
+/// key is handed out: a key lost in a crash strands every ticket sealed
+/// with it. (Session caches may lose their last second of writes: that only
+/// costs full handshakes.)
+pub const TICKET_KEY_TABLE: &str = "tktkey";
+
+/// The opened state, ready to become the core's capabilities.
+pub struct State {
+    /// The tables.
+    pub storage: Box<dyn Storage>,
+    /// The seed file (or none).
+    pub seed_file: Box<dyn SeedStore>,
+}
+
+/// Why the state could not be opened. Every message names the file and
+/// what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The store itself could not be opened.
+    #[error(transparent)]
+    Store(#[from] OpenError),
+    /// The KEK file is unreadable, insecure or malformed.
+    #[error(transparent)]
+    Kek(#[from] KekError),
+    /// The store holds sealed state but its KEK file is gone.
+    #[error(
+        "{store} holds sealed state, but its key-encryption key {kek} does not exist; restore that file from \
+         where you keep it, or move {store} away to start with empty state"
+    )]
+    KekMissing {
+        /// The store.
+        store: String,
+        /// The missing key file.
+        kek: PathBuf,
+    },
+    /// The KEK does not open the store, or the store was never sealed.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// Entries of a cache made volatile could not be removed from the store.
+    #[error("cannot remove the stored entries of caches now kept in memory: {0}")]
+    Purge(StorageError),
+    /// The seed file's directory cannot be used.
+    #[error(transparent)]
+    SeedFile(#[from] SeedFileError),
+}
+
+impl StateError {
+    /// The exit status for this failure (sysexits(3)): a key that does not
+    /// fit is a configuration problem; the rest are files that cannot be
+    /// used.
+    pub fn status(&self) -> i32 {
+        match self {
+            StateError::Kek(_) | StateError::KekMissing { .. } | StateError::Seal(_) => 78, // EX_CONFIG
+            _ => 73,                                                                        // EX_CANTCREAT
+        }
+    }
+}
+
+/// How the daemon opens its persistent store in `dir`.
+pub fn store_options(dir: &Path) -> FileOptions {
+    FileOptions {
+        durable_tables: vec![TICKET_KEY_TABLE.to_owned()],
+        location: dir.display().to_string(),
+        ..FileOptions::default()
+    }
+}
+
+/// Open (creating if needed) the store in the state directory `dir`.
+///
+/// # Errors
+///
+/// [`OpenError`], naming the file and the fix.
+pub fn open_store(dir: &Path) -> Result<FileStorage, OpenError> {
+    FileStorage::open_path(dir, store_options(dir))
+}
+
+/// Put the state together from an opened store (`None` without a state
+/// directory: everything in memory) and the settings.
+///
+/// # Errors
+///
+/// [`StateError`].
+pub fn assemble(store: Option<FileStorage>, settings: &Settings) -> Result<State, StateError> {
+    let storage: Box<dyn Storage> = match (store, settings.kek_path()) {
+        (Some(store), Some(kek_path)) => {
+            let sealed = seal(store, &kek_path)?;
+            let volatile = settings.volatile_caches().iter().flat_map(|name| cache_tables(name)).collect::<Vec<_>>();
+            Box::new(Split::new(sealed, volatile).map_err(StateError::Purge)?)
+        }
+        _ => Box::new(MemoryStorage::new()),
+    };
+    let seed_file: Box<dyn SeedStore> = match settings.seed_file_path() {
+        Some(path) => Box::new(SeedFile::open(&path)?),
+        None => Box::new(NoSeedFile),
+    };
+    Ok(State { storage, seed_file })
+}
+
+/// Open the KEK that belongs to `store` (creating both together on first
+/// start) and wrap the store in it.
+fn seal(store: FileStorage, kek_path: &Path) -> Result<Sealed<FileStorage>, StateError> {
+    let described = store.describe();
+    let empty = store.is_empty();
+    let kek = match kek::load(kek_path)? {
+        Some(kek) => kek,
+        None if empty => {
+            let kek = kek::create(kek_path)?;
+            tracing::info!(
+                "created key-encryption key {} (fingerprint {}) for {described}; keep a copy apart from the store: \
+                 without it the store cannot be read",
+                kek_path.display(),
+                kek.fingerprint()
+            );
+            kek
+        }
+        None => return Err(StateError::KekMissing { store: described, kek: kek_path.to_owned() }),
+    };
+    let fingerprint = kek.fingerprint();
+    let sealed = Sealed::open(store, kek, &described, empty)?;
+    tracing::info!("state in {described}, sealed under {} (fingerprint {fingerprint})", kek_path.display());
+    Ok(sealed)
+}
+
+/// Open everything `settings` asks for, as `tlskeeper serve` does.
+///
+/// # Errors
+///
+/// [`StateError`].
+pub fn open(settings: &Settings) -> Result<State, StateError> {
+    let store = settings.state_dir.as_deref().map(open_store).transpose()?;
+    assemble(store, settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(dir: &Path) -> Settings {
+        Settings { state_dir: Some(dir.join("state")), ..Settings::default() }
+    }
+
+    fn put_and_close(settings: &Settings) {
+        let mut state = open(settings).unwrap();
+        state.storage.put(TICKET_KEY_TABLE, b"name", b"secret key").unwrap();
+    }
+
+    #[test]
+    fn first_start_creates_the_kek_and_later_starts_need_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path());
+        put_and_close(&s);
+        let kek = dir.path().join("state/kek");
+        assert!(kek.is_file());
+        let mut state = open(&s).unwrap();
+        assert_eq!(state.storage.get(TICKET_KEY_TABLE, b"name").unwrap().as_deref(), Some(&b"secret key"[..]));
+        drop(state);
+
+        // Without its key the store does not open, and says what to do.
+        let kept = dir.path().join("kek.kept");
+        std::fs::rename(&kek, &kept).unwrap();
+        let e = open(&s).err().unwrap();
+        assert!(matches!(e, StateError::KekMissing { .. }), "{e}");
+        assert!(e.to_string().contains("restore that file"), "{e}");
+        assert_eq!(e.status(), 78);
+        assert!(!kek.exists(), "no new key was made for a store that has one");
+
+        // Another key does not open it either.
+        kek::create(&kek).unwrap();
+        let e = open(&s).err().unwrap();
+        assert!(matches!(e, StateError::Seal(SealError::WrongKek { .. })), "{e}");
+
+        std::fs::rename(&kept, &kek).unwrap();
+        assert!(open(&s).is_ok());
+    }
+
+    #[test]
+    fn an_explicit_kek_file_lives_outside_the_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Settings { kek_file: Some(dir.path().join("secrets.kek")), ..settings(dir.path()) };
+        put_and_close(&s);
+        assert!(dir.path().join("secrets.kek").is_file());
+        assert!(!dir.path().join("state/kek").exists());
+    }
+
+    #[test]
+    fn volatile_caches_stay_out_of_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(dir.path());
+        put_and_close(&s);
+        {
+            let mut state = open(&s).unwrap();
+            state.storage.put("scache/smtp", b"id", b"session").unwrap();
+        }
+        s.caches.get_mut("smtp").unwrap().persistent = false;
+        let mut state = open(&s).unwrap();
+        assert_eq!(state.storage.get("scache/smtp", b"id").unwrap(), None, "purged when made volatile");
+        state.storage.put("scache/smtp", b"id2", b"session").unwrap();
+        drop(state);
+        s.caches.get_mut("smtp").unwrap().persistent = true;
+        let mut state = open(&s).unwrap();
+        assert_eq!(state.storage.get("scache/smtp", b"id2").unwrap(), None, "never written to the store");
+    }
+
+    #[test]
+    fn without_a_state_directory_everything_is_in_memory() {
+        let mut state = open(&Settings::default()).unwrap();
+        assert!(state.seed_file.take().is_none());
+        state.storage.put("t", b"k", b"v").unwrap();
+    }
+
+    #[test]
+    fn the_seed_file_defaults_into_the_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path());
+        let mut state = open(&s).unwrap();
+        state.seed_file.save(b"seed").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("state/seed")).unwrap(), b"seed");
+    }
+}
