@@ -68,7 +68,7 @@ pub enum StateError {
          where you keep it, or move {store} away to start with empty state"
     )]
     KekMissing {
-        /// The store.
+        /// The store's file.
         store: String,
         /// The missing key file.
         kek: PathBuf,
@@ -153,7 +153,7 @@ fn seal(store: FileStorage, kek_path: &Path) -> Result<Sealed<FileStorage>, Stat
             );
             kek
         }
-        None => return Err(StateError::KekMissing { store: described, kek: kek_path.to_owned() }),
+        None => return Err(StateError::KekMissing { store: store.path(), kek: kek_path.to_owned() }),
     };
     let fingerprint = kek.fingerprint();
     let sealed = Sealed::open(store, kek, &described, empty)?;

@@ -57,7 +57,8 @@
 //! 0600; opening refuses a file that is group- or world-accessible or not a
 //! regular file, does not follow a symbolic link at `store.redb`, and refuses
 //! a data directory that group or others may access (whoever can write to it
-//! can swap in a file with ticket keys of their choosing).
+//! can delete the store or roll it back to an older copy; sealing keeps them
+//! from reading it or choosing its ticket keys, not from that).
 //! [`FileStorage::open_path`] also creates the directory with mode 0700 and
 //! refuses one that is a symbolic link. Ownership is not checked: the host
 //! may open the directory before dropping privileges. Values are never
@@ -82,8 +83,7 @@
 //! so the flush interval bounds file growth: rewriting 10 000 sessions of 140
 //! bytes (1.4 MiB) grew the file to 2.3 MiB flushing every 100 writes, 4 MiB
 //! every 1 000 and 8 MiB every 10 000, each steady over further rewrites.
-//! While open the file is at least 1 MiB; a clean close trims the free space
-//! at its end.
+//! The file is at least about 1 MiB, open or closed.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -257,8 +257,8 @@ impl FileStorage {
     /// [`OpenError::Insecure`] when group or others may access `dir`.
     pub fn open(dir: &Dir, options: FileOptions) -> Result<Self, OpenError> {
         let FileOptions { durable_tables, location, cache_bytes } = options;
-        // Whoever can write to the directory can swap the file for one of
-        // their own, and so choose the ticket keys; refuse before touching it.
+        // Whoever can write to the directory can delete the file or swap in
+        // an older copy; refuse before touching it.
         let dir_what = format!("data directory {location}");
         let dir_meta = dir.dir_metadata().map_err(|e| io_error(&dir_what, e))?;
         if dir_meta.mode() & 0o077 != 0 {
@@ -345,6 +345,11 @@ impl FileStorage {
     /// The file, as messages name it: `store.redb in <location>`.
     pub fn describe(&self) -> String {
         format!("{FILE_NAME} in {}", self.location)
+    }
+
+    /// The file's path, for messages that tell the operator to move it.
+    pub fn path(&self) -> String {
+        format!("{}/{FILE_NAME}", self.location.trim_end_matches('/'))
     }
 
     fn error(&self, e: impl fmt::Display) -> StorageError {
