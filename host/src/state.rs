@@ -74,8 +74,17 @@ pub enum StateError {
         kek: PathBuf,
     },
     /// The KEK does not open the store, or the store was never sealed.
-    #[error(transparent)]
-    Seal(#[from] SealError),
+    #[error("{source} (key file: {kek})")]
+    Seal {
+        /// What the sealing layer found.
+        source: SealError,
+        /// The key file that was used.
+        kek: PathBuf,
+    },
+    /// A store was opened, but the settings name no key file for it (a bug
+    /// in the caller: every state directory has one).
+    #[error("no key-encryption key file is configured for {0}")]
+    NoKekFile(String),
     /// Entries of a cache made volatile could not be removed from the store.
     #[error("cannot remove the stored entries of caches now kept in memory: {0}")]
     Purge(StorageError),
@@ -90,8 +99,8 @@ impl StateError {
     /// used.
     pub fn status(&self) -> i32 {
         match self {
-            StateError::Kek(_) | StateError::KekMissing { .. } | StateError::Seal(_) => 78, // EX_CONFIG
-            _ => 73,                                                                        // EX_CANTCREAT
+            StateError::Kek(_) | StateError::KekMissing { .. } | StateError::Seal { .. } => 78, // EX_CONFIG
+            _ => 73,                                                                            // EX_CANTCREAT
         }
     }
 }
@@ -121,13 +130,18 @@ pub fn open_store(dir: &Path) -> Result<FileStorage, OpenError> {
 ///
 /// [`StateError`].
 pub fn assemble(store: Option<FileStorage>, settings: &Settings) -> Result<State, StateError> {
-    let storage: Box<dyn Storage> = match (store, settings.kek_path()) {
-        (Some(store), Some(kek_path)) => {
+    let storage: Box<dyn Storage> = match store {
+        Some(store) => {
+            // Never fall back to memory for a store that was opened: that
+            // would be starting from nothing when told to keep state.
+            let Some(kek_path) = settings.kek_path() else {
+                return Err(StateError::NoKekFile(store.path()));
+            };
             let sealed = seal(store, &kek_path)?;
             let volatile = settings.volatile_caches().iter().flat_map(|name| cache_tables(name)).collect::<Vec<_>>();
             Box::new(Split::new(sealed, volatile).map_err(StateError::Purge)?)
         }
-        _ => Box::new(MemoryStorage::new()),
+        None => Box::new(MemoryStorage::new()),
     };
     let seed_file: Box<dyn SeedStore> = match settings.seed_file_path() {
         Some(path) => Box::new(SeedFile::open(&path)?),
@@ -153,12 +167,26 @@ fn seal(store: FileStorage, kek_path: &Path) -> Result<Sealed<FileStorage>, Stat
             );
             kek
         }
+        // No check record: not a store sealed under any key (one written
+        // before sealing, or tampered with), which the sealing layer names.
+        None if !store.has_check_record() => {
+            return Err(seal_error(SealError::Unsealed { location: described }, kek_path));
+        }
         None => return Err(StateError::KekMissing { store: store.path(), kek: kek_path.to_owned() }),
     };
+    if empty {
+        // Said once, so that a store lost or moved away shows in the log
+        // rather than as clients quietly doing full handshakes.
+        tracing::info!("{described} is empty: starting without stored ticket keys or sessions");
+    }
     let fingerprint = kek.fingerprint();
-    let sealed = Sealed::open(store, kek, &described, empty)?;
+    let sealed = Sealed::open(store, kek, &described, empty).map_err(|e| seal_error(e, kek_path))?;
     tracing::info!("state in {described}, sealed under {} (fingerprint {fingerprint})", kek_path.display());
     Ok(sealed)
+}
+
+fn seal_error(source: SealError, kek: &Path) -> StateError {
+    StateError::Seal { source, kek: kek.to_owned() }
 }
 
 /// Open everything `settings` asks for, as `tlskeeper serve` does.
@@ -185,6 +213,21 @@ mod tests {
     }
 
     #[test]
+    fn a_store_written_without_sealing_is_refused_with_or_without_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path());
+        let mut raw = open_store(s.state_dir.as_deref().unwrap()).unwrap();
+        raw.put(TICKET_KEY_TABLE, b"name", b"key in clear").unwrap();
+        drop(raw);
+        let e = open(&s).err().unwrap();
+        assert!(matches!(e, StateError::Seal { source: SealError::Unsealed { .. }, .. }), "{e}");
+        assert!(!dir.path().join("state/kek").exists(), "no key made for a store that is not empty");
+        kek::create(&dir.path().join("state/kek")).unwrap();
+        let e = open(&s).err().unwrap();
+        assert!(matches!(e, StateError::Seal { source: SealError::Unsealed { .. }, .. }), "{e}");
+    }
+
+    #[test]
     fn first_start_creates_the_kek_and_later_starts_need_it() {
         let dir = tempfile::tempdir().unwrap();
         let s = settings(dir.path());
@@ -207,7 +250,8 @@ mod tests {
         // Another key does not open it either.
         kek::create(&kek).unwrap();
         let e = open(&s).err().unwrap();
-        assert!(matches!(e, StateError::Seal(SealError::WrongKek { .. })), "{e}");
+        assert!(matches!(e, StateError::Seal { source: SealError::WrongKek { .. }, .. }), "{e}");
+        assert!(e.to_string().contains(&kek.display().to_string()), "names the key file: {e}");
 
         std::fs::rename(&kept, &kek).unwrap();
         assert!(open(&s).is_ok());
@@ -238,6 +282,7 @@ mod tests {
         drop(state);
         s.caches.get_mut("smtp").unwrap().persistent = true;
         let mut state = open(&s).unwrap();
+        assert_eq!(state.storage.get("scache/smtp", b"id").unwrap(), None, "purged from the store");
         assert_eq!(state.storage.get("scache/smtp", b"id2").unwrap(), None, "never written to the store");
     }
 

@@ -22,11 +22,16 @@
 //! - no record ever fails authentication (the child's log says so if one
 //!   does);
 //! - the DRBG's first output differs from every earlier run's, and each
-//!   seed file on disk differs from every earlier one.
+//!   seed file on disk differs from every earlier one;
+//! - across all runs, every seed taken was saved by an earlier run and none
+//!   is taken twice ([`SeedWitness`] logs each one's hash).
 //!
 //! Every fifth cycle kills the child during start-up instead, at a random
-//! moment before it answers: during the store's recovery, the seed file's
-//! take and save, or compilation.
+//! moment of its first 400 ms: during the store's recovery, or in the
+//! moment between taking the old seed and saving the next one, which those
+//! runs widen to 300 ms (see [`SeedWitness`]). Without that, a seed file
+//! that was read but not removed would pass: every run replaces it within
+//! microseconds of reading it.
 
 #![allow(clippy::unwrap_used)]
 
@@ -44,7 +49,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 use common::Daemon;
-use tlskeeper::caps::{Clock, OsEntropy};
+use tlskeeper::caps::{Clock, OsEntropy, SeedStore};
 use tlskeeper::client::Client;
 use tlskeeper::config::{CacheSettings, Settings};
 use tlskeeper::engine::{Capabilities, Runtime};
@@ -69,6 +74,9 @@ const FAKE_EPOCH_SECS: u64 = 1_900_000_000;
 
 const ENV_DIR: &str = "TLSKEEPER_CRASH_DIR";
 const ENV_REAL0: &str = "TLSKEEPER_CRASH_REAL0";
+const ENV_LINGER: &str = "TLSKEEPER_CRASH_LINGER";
+/// How long a start-up-kill run lingers after taking the seed.
+const LINGER: Duration = Duration::from_millis(300);
 
 fn unix_nanos() -> u64 {
     u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()).unwrap()
@@ -110,6 +118,45 @@ fn settings(dir: &Path) -> Settings {
     }
 }
 
+/// The daemon's seed file, with a line in its log for every seed taken and
+/// every seed about to be saved (a hash, not the seed), so that the parent
+/// can check across all runs that no seed is ever taken twice. Output and
+/// clock alone cannot show that: fresh OS entropy and a new clock reading
+/// make every run's output differ even if a seed were reused.
+///
+/// In the runs meant to be killed during start-up it also lingers after a
+/// take, widening the moment between consuming the old seed and saving the
+/// next one (a few microseconds otherwise) so that kills land in it: that
+/// is when a seed that was not really consumed would be taken again.
+struct SeedWitness {
+    inner: Box<dyn SeedStore>,
+    linger: bool,
+}
+
+fn seed_id(seed: &[u8]) -> String {
+    hex::encode(&Sha256::digest(seed)[..8])
+}
+
+impl SeedStore for SeedWitness {
+    fn take(&mut self) -> Option<Vec<u8>> {
+        let seed = self.inner.take();
+        if let Some(seed) = &seed {
+            eprintln!("crash-test: seed taken {}", seed_id(seed));
+        }
+        if self.linger {
+            thread::sleep(LINGER);
+        }
+        seed
+    }
+
+    fn save(&mut self, seed: &[u8]) -> Result<(), String> {
+        // Before, not after: a kill between the rename and a later line
+        // would leave a seed on disk that the log never mentioned.
+        eprintln!("crash-test: seed saving {}", seed_id(seed));
+        self.inner.save(seed)
+    }
+}
+
 /// The daemon half, run by [`sigkill_during_load_loses_nothing_durable`] as
 /// a child process; does nothing when run on its own.
 #[test]
@@ -142,7 +189,7 @@ fn crash_daemon() {
             clock: Box::new(FastClock { real0 }),
             entropy: Box::new(OsEntropy),
             storage: state.storage,
-            seed_file: state.seed_file,
+            seed_file: Box::new(SeedWitness { inner: state.seed_file, linger: std::env::var_os(ENV_LINGER).is_some() }),
         },
         socket_label: settings.socket.display().to_string(),
         socket_file: Some(settings.socket.clone()),
@@ -155,8 +202,11 @@ fn crash_daemon() {
     tlskeeper::daemon::run(daemon).unwrap();
 }
 
-fn spawn(dir: &Path, clock: FastClock, cycle: usize) -> Daemon {
+fn spawn(dir: &Path, clock: FastClock, cycle: usize, linger: bool) -> Daemon {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
+    if linger {
+        cmd.env(ENV_LINGER, "1");
+    }
     cmd.args(["--exact", "crash_daemon", "--ignored", "--nocapture", "--test-threads=1"])
         .env(ENV_DIR, dir)
         .env(ENV_REAL0, clock.real0.to_string())
@@ -257,6 +307,8 @@ struct Figures {
     session_checks: usize,
     first_outputs: usize,
     seed_files_seen: usize,
+    seeds_saved: usize,
+    seeds_taken: usize,
     start_ms: Vec<u128>,
 }
 
@@ -279,9 +331,10 @@ fn sigkill_during_load_loses_nothing_durable() {
 
     for cycle in 0..=KILLS {
         let spawned = Instant::now();
-        let mut daemon = spawn(dir, clock, cycle);
-        if cycle % 5 == 4 && cycle < KILLS {
-            thread::sleep(Duration::from_millis(rng.below(200)));
+        let kill_in_start = cycle % 5 == 4 && cycle < KILLS;
+        let mut daemon = spawn(dir, clock, cycle, kill_in_start);
+        if kill_in_start {
+            thread::sleep(Duration::from_millis(rng.below(400)));
             if daemon.child().try_wait().unwrap().is_none() {
                 sigkill(&mut daemon);
                 figures.kills_in_start += 1;
@@ -374,6 +427,23 @@ fn sigkill_during_load_loses_nothing_durable() {
         figures.kills_in_load += 1;
     }
 
+    // Across every run, start-up kills included: each seed taken was saved
+    // by an earlier run, and none was taken twice.
+    let (mut saved, mut taken) = (BTreeSet::new(), BTreeSet::new());
+    for cycle in 0..=KILLS {
+        let log = fs::read_to_string(dir.join(format!("daemon-{cycle}.log"))).unwrap_or_default();
+        for line in log.lines() {
+            if let Some(id) = line.strip_prefix("crash-test: seed saving ") {
+                saved.insert(id.to_owned());
+            } else if let Some(id) = line.strip_prefix("crash-test: seed taken ") {
+                assert!(saved.contains(id), "run {cycle} took seed {id}, which no earlier run saved");
+                assert!(taken.insert(id.to_owned()), "run {cycle} took seed {id} a second time");
+            }
+        }
+    }
+    figures.seeds_taken = taken.len();
+    figures.seeds_saved = saved.len();
+
     let a = acked.lock().unwrap();
     figures.requests = a.requests;
     figures.first_outputs = first_outputs.len();
@@ -385,6 +455,7 @@ fn sigkill_during_load_loses_nothing_durable() {
          {} ticket keys handed out, {} key checks, every key decrypted until its window ended ({} expired on time); \
          {} sessions acknowledged, {} lost because unflushed at the kill, {} session checks, none corrupt, \
          no durable one lost; {} distinct first DRBG outputs in {} runs, {} distinct seed files; \
+         {} seeds saved, {} taken, none twice; \
          start-up to first answer: median {} ms, max {} ms",
         figures.kills_in_load + figures.kills_in_start,
         figures.kills_in_load,
@@ -400,6 +471,8 @@ fn sigkill_during_load_loses_nothing_durable() {
         figures.first_outputs,
         starts.len(),
         figures.seed_files_seen,
+        figures.seeds_saved,
+        figures.seeds_taken,
         starts[starts.len() / 2],
         starts[starts.len() - 1],
     );

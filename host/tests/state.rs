@@ -317,7 +317,7 @@ fn a_copy_of_the_store_without_its_kek_reveals_nothing() {
     let other = kek::create(&copy_kek).unwrap().fingerprint();
     let e = open_error(&copy_settings);
     match &e {
-        StateError::Seal(SealError::WrongKek { stored, given, .. }) => {
+        StateError::Seal { source: SealError::WrongKek { stored, given, .. }, .. } => {
             assert_eq!((stored, given), (&original, &other));
         }
         other => panic!("expected WrongKek, got {other:?}"),
@@ -548,4 +548,30 @@ fn unreadable_state_stops_the_daemon_with_a_message() {
     assert_eq!(fs::read(open_dir.join(FILE_NAME)).unwrap(), before, "the store was touched");
     set_mode(&open_dir, 0o700);
     still_there(&open_dir, &key);
+}
+
+/// A cache marked volatile is served from memory and never reaches the
+/// store, while the others do: this pins the table names the host routes
+/// by (`storage::split::cache_tables`) to the ones the real core uses.
+#[test]
+fn volatile_caches_never_reach_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = private_dir(&dir.path().join("state"));
+    let mut s = settings(&state_dir);
+    s.caches.get_mut("smtp").unwrap().persistent = false;
+    let clock = ScriptedClock::new();
+    let mut core = start(&s, &clock);
+    core.update("smtp", "volatile-id", b"volatile session").unwrap();
+    core.update("smtpd", "durable-id", b"durable session").unwrap();
+    assert_eq!(core.lookup("smtp", "volatile-id").unwrap().as_deref(), Some(&b"volatile session"[..]));
+    core.flush_storage().unwrap();
+    drop(core);
+
+    let mut raw = raw_store(&state_dir);
+    for table in tlskeeper::storage::split::cache_tables("smtp") {
+        assert_eq!(raw.stat(&table).unwrap().entries, 0, "{table} reached the disk");
+    }
+    for table in tlskeeper::storage::split::cache_tables("smtpd") {
+        assert_eq!(raw.stat(&table).unwrap().entries, 1, "{table} should hold the smtpd session");
+    }
 }

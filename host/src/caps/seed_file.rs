@@ -23,8 +23,9 @@
 //!
 //! # Security
 //!
-//! The seed is secret until it has been used: buffers are zeroized, and the
-//! file is created 0600. The file's content is *not* trusted: the core mixes
+//! The seed is secret until it has been used: this module's buffers are
+//! zeroized, and the file is created 0600. (A taken seed is then handed to
+//! the core through wasmtime, which frees its copy without zeroizing it.) The file's content is *not* trusted: the core mixes
 //! it in alongside fresh OS entropy, never instead of it, so a planted or
 //! stale seed cannot weaken the DRBG. A symbolic link at the seed's name is
 //! not followed when reading, and renaming replaces the link rather than

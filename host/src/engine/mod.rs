@@ -20,14 +20,21 @@
 //! # Security
 //!
 //! The component is embedded in this binary at build time and is the only
-//! code the engine runs. It gets exactly the four capability interfaces; the
+//! code the engine runs. It gets exactly the five capability interfaces; the
 //! import list is pinned by a test. Ticket keys returned by the core are
 //! converted into [`TicketKey`] (zeroizing, no `Debug` of secrets) at once.
+//! Values the core stores and the seeds it saves are zeroized here once the
+//! backend has them.
 //!
 //! # Limitations
 //!
 //! A trap loses the core's in-memory state (DRBG, counters); the DRBG is
-//! reinstantiated from fresh entropy, which is safe.
+//! reinstantiated from fresh entropy and whatever seed the seed file then
+//! holds (one saved since the old instance took its own), which is safe.
+//!
+//! Values read back from storage (decrypted sessions and ticket keys) and a
+//! taken seed are handed to wasmtime by value, which copies them into the
+//! core's memory and frees its buffer without zeroizing it.
 
 pub mod artifact;
 pub mod bindings;

@@ -347,6 +347,13 @@ impl FileStorage {
         format!("{FILE_NAME} in {}", self.location)
     }
 
+    /// Whether the sealing layer's key-check record is present (see
+    /// [`super::sealed::CHECK_TABLE`]): tells a sealed store whose key is
+    /// missing from one that was never sealed.
+    pub fn has_check_record(&self) -> bool {
+        self.stats.get(super::sealed::CHECK_TABLE).is_some_and(|s| s.entries > 0)
+    }
+
     /// The file's path, for messages that tell the operator to move it.
     pub fn path(&self) -> String {
         format!("{}/{FILE_NAME}", self.location.trim_end_matches('/'))

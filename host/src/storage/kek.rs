@@ -178,7 +178,7 @@ pub enum KekError {
     /// could change its mode or contents at will.
     #[error(
         "key-encryption key file {path} is owned by uid {owner}, not by root or uid {euid} that tlskeeper runs \
-         as; run chown root {path}"
+         as; chown it to root (if tlskeeper starts as root) or to uid {euid}"
     )]
     WrongOwner {
         /// The key file.
@@ -296,6 +296,13 @@ fn parse(content: &[u8]) -> Result<Kek, String> {
         // raw key is all hex digits with probability (22/256)^32, about 1e-34.
         if content.iter().all(u8::is_ascii_hexdigit) {
             return Err("32 hex digits, a 128-bit key; a key needs 64".to_owned());
+        }
+        // Nor is 32 bytes of text (a passphrase written with `echo -n`, a
+        // hex key one digit short plus its newline) a random key: that many
+        // random bytes are all printable with probability (95/256)^32,
+        // about 1e-14.
+        if content.iter().all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace()) {
+            return Err("32 bytes of text, not a random key".to_owned());
         }
         key.copy_from_slice(content);
         return Ok(Kek(key));

@@ -82,7 +82,11 @@
 //!   under the same table and key, delete records, or roll the whole store
 //!   back to a copy sealed under the same KEK.
 //! - Visible in clear: table names, keys, the number of records, and each
-//!   value's length (the record's, less [`OVERHEAD`]).
+//!   value's length (the record's, less [`OVERHEAD`]). For session caches the
+//!   keys are unkeyed SHA-256 hashes of cache ids, and the age index's keys
+//!   start with the time each session was stored: a copy of the store
+//!   cannot be read, but it can confirm a guessed id (an SMTP client cache
+//!   id names the server it was for) and shows when sessions were written.
 //! - `stat` reports the inner store's byte count less [`OVERHEAD`] per
 //!   entry, so callers see plaintext sizes as with the memory backend; a
 //!   record shorter than [`OVERHEAD`] that has not yet been read and
@@ -213,8 +217,8 @@ impl<S: Storage> Sealed<S> {
     /// - absent, and not empty: [`SealError::Unsealed`], since the store was
     ///   written without sealing or its check record removed.
     ///
-    /// `inner_is_empty` comes from the caller (the file backend knows when it
-    /// has just created its file): the [`Storage`] trait cannot list tables.
+    /// `inner_is_empty` comes from the caller (the file backend's per-table
+    /// counters): the [`Storage`] trait cannot list tables.
     /// `location` names the store in messages, for example
     /// `/var/lib/postfix/tlskeeper/store.redb`.
     ///

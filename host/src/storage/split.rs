@@ -25,8 +25,9 @@ use std::collections::BTreeSet;
 use super::{Entry, MemoryStorage, Storage, StorageError, TableStat};
 
 /// The storage tables of the session cache `name`, as the core names them
-/// (guest `scache` module): the entries and their age index. A component
-/// test pins these names.
+/// (guest `scache` module): the entries and their age index. The
+/// durable-state tests (`host/tests/state.rs`) pin these names against the
+/// real core.
 pub fn cache_tables(name: &str) -> [String; 2] {
     [format!("scache/{name}"), format!("scache-age/{name}")]
 }
@@ -114,7 +115,8 @@ mod tests {
         }
         disk.put("tktkey", b"k", b"key").unwrap();
         let mut split = Split::new(disk, cache_tables("smtp")).unwrap();
-        assert_eq!(split.stat("scache/smtp").unwrap(), TableStat::default(), "stale entries purged");
+        let stale = split.persistent_mut().stat("scache/smtp").unwrap();
+        assert_eq!(stale, TableStat::default(), "stale entries purged from the persistent half");
 
         split.put("scache/smtp", b"id", b"session").unwrap();
         split.put("scache/smtpd", b"id", b"session").unwrap();
