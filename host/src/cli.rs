@@ -1,5 +1,5 @@
 //! The `tlskeeper` command line: `serve` runs the daemon, `client` talks to
-//! one.
+//! one, `replay` checks a core against a recorded trace.
 //!
 //! Flags become validated settings here; everything else lives in library
 //! modules, so `main` only maps errors to exit codes.
@@ -8,6 +8,8 @@
 //!
 //! `client` prints seed bytes and ticket-key material only when asked with
 //! `--show-secrets`; by default it prints lengths, names and expiry.
+//! `serve --record` writes every secret the core handles to its trace
+//! (mode 0600); `replay` prints at most short prefixes of them.
 //!
 //! # Limitations
 //!
@@ -23,7 +25,7 @@ use crate::client::Client;
 use crate::config::Settings;
 pub use crate::daemon::Failure;
 use crate::daemon::{Daemon, fail};
-use crate::engine::{Capabilities, Runtime};
+use crate::engine::{Capabilities, Runtime, Tape};
 use crate::protocol::keybuf;
 use crate::protocol::tlsmgr::{Reply, Request};
 use crate::shutdown::Shutdown;
@@ -49,6 +51,22 @@ pub enum Command {
     Postfix(crate::postfix::Standalone),
     /// Send one request to a running daemon and print the reply.
     Client(ClientArgs),
+    /// Replay a trace recorded by `serve --record` against a fresh core,
+    /// and report whether it behaves identically.
+    Replay(ReplayArgs),
+}
+
+/// Flags of `replay`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The trace file.
+    pub trace: PathBuf,
+    /// Replay against this build of the core (a `.wasm` component) instead of the embedded one: the differential test of a core change.
+    #[arg(long, value_name = "PATH")]
+    pub component: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `serve`.
@@ -78,6 +96,9 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info` or `tlskeeper=debug` (also RUST_LOG).
     #[arg(long, value_name = "FILTER", default_value = "info", env = "RUST_LOG")]
     pub log: String,
+    /// Record every call into the core, and everything it sees, to this new file (mode 0600; it holds keys and sessions in clear). Replay it with `tlskeeper replay`.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
 }
 
 /// Flags of `client`.
@@ -155,6 +176,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Client(args) => client(args),
+        Command::Replay(args) => replay(args),
     }
 }
 
@@ -188,6 +210,15 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
     let shutdown = Arc::new(Shutdown::new().map_err(|e| fail(71, format!("cannot set up shutdown: {e}")))?);
     crate::shutdown::on_signals(Arc::clone(&shutdown)).map_err(|e| fail(71, format!("cannot watch signals: {e}")))?;
     let runtime = Runtime::new(settings.compile_cache_dir().as_deref()).map_err(|e| fail(70, e.to_string()))?;
+    let tape = match &args.record {
+        Some(path) => {
+            let header = runtime.trace_header(settings.limits());
+            let writer = crate::trace::file::TraceWriter::create(path, &header).map_err(|e| fail(73, e.to_string()))?;
+            tracing::info!("recording every core call to {} (it holds secrets: keep it private)", path.display());
+            Tape::Record(writer)
+        }
+        None => Tape::Off,
+    };
     let state = crate::state::open(&settings).map_err(|e| fail(e.status(), e.to_string()))?;
     let caps = Capabilities {
         clock: Box::new(crate::caps::SystemClock),
@@ -206,8 +237,45 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         logged_caches: Vec::new(),
         shutdown,
         started,
+        tape,
     };
     crate::daemon::run(daemon).map_err(Failure::from)
+}
+
+fn replay(args: ReplayArgs) -> Result<(), Failure> {
+    crate::logging::install_stderr("warn");
+    let trace = crate::trace::file::read(&args.trace).map_err(|e| fail(65, e.to_string()))?;
+    let runtime = match &args.component {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).map_err(|e| fail(66, format!("cannot read component {}: {e}", path.display())))?;
+            Runtime::with_component(&bytes, None)
+        }
+        None => Runtime::new(Settings::default().compile_cache_dir().as_deref()),
+    }
+    .map_err(|e| fail(70, e.to_string()))?;
+    let bar = if args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        // Drawn only on a terminal; a pipe or a log file gets the report alone.
+        indicatif::ProgressBar::new(0).with_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} calls ({eta} left)")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        )
+    };
+    let report = crate::trace::replay::replay(trace, &runtime, |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .map_err(|e| fail(65, e.to_string()))?;
+    bar.finish_and_clear();
+    if args.json {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| fail(70, e.to_string()))?;
+        println!("{json}");
+    } else {
+        println!("{report}");
+    }
+    if report.identical() { Ok(()) } else { Err(fail(1, "the replay diverged from the trace")) }
 }
 
 fn client(args: ClientArgs) -> Result<(), Failure> {

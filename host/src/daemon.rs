@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::Settings;
-use crate::engine::{Capabilities, Core, Runtime};
+use crate::engine::{Capabilities, Core, Runtime, Tape};
 use crate::service::Service;
 use crate::shutdown::Shutdown;
 
@@ -47,6 +47,8 @@ pub struct Daemon {
     pub shutdown: Arc<Shutdown>,
     /// When start-up began, for the start-up log line.
     pub started: Instant,
+    /// Where boundary events go: nowhere, or a trace (`serve --record`).
+    pub tape: Tape,
 }
 
 /// Why the daemon could not run.
@@ -98,9 +100,19 @@ pub fn fail(status: i32, message: impl Into<String>) -> Failure {
 ///
 /// [`RunError`] naming the step that failed.
 pub fn run(daemon: Daemon) -> Result<(), RunError> {
-    let Daemon { runtime, caps, settings, listeners, socket_file, socket_label, logged_caches, shutdown, started } =
-        daemon;
-    let core = Core::start(&runtime, caps, settings.core_config(), settings.limits())
+    let Daemon {
+        runtime,
+        caps,
+        settings,
+        listeners,
+        socket_file,
+        socket_label,
+        logged_caches,
+        shutdown,
+        started,
+        tape,
+    } = daemon;
+    let core = Core::start_with_tape(&runtime, caps, settings.core_config(), settings.limits(), tape)
         .map_err(|e| RunError::Core(e.to_string()))?;
     let (actor, actor_thread) = crate::actor::spawn(core).map_err(RunError::Thread)?;
     tracing::info!(

@@ -57,3 +57,4 @@ pub mod service;
 pub mod shutdown;
 pub mod state;
 pub mod storage;
+pub mod trace;

@@ -198,6 +198,7 @@ fn crash_daemon() {
         logged_caches: Vec::new(),
         shutdown,
         started,
+        tape: Default::default(),
     };
     tlskeeper::daemon::run(daemon).unwrap();
 }

@@ -23,7 +23,8 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "core",
     imports: { default: trappable },
-    additional_derives: [PartialEq, Eq],
+    // serde: the trace format records every value that crosses the boundary.
+    additional_derives: [PartialEq, Eq, serde::Serialize, serde::Deserialize],
 });
 
 pub use self::exports::tlskeeper::core::manager;

@@ -38,6 +38,7 @@
 
 pub mod artifact;
 pub mod bindings;
+pub mod tape;
 
 use std::path::Path;
 
@@ -48,6 +49,19 @@ use crate::caps::{Clock, Entropy, SeedStore};
 use crate::keys::TicketKey;
 use crate::storage::Storage;
 use bindings::manager;
+pub use tape::{Divergence, Player, Tape};
+
+use crate::trace::{Call, Import, Outcome};
+
+/// The wasmtime this binary embeds (pinned in `host/Cargo.toml`; a unit test
+/// checks it against `Cargo.lock`). Traces record it: fuel is only
+/// comparable between runs of the same wasmtime.
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
+/// The engine settings that affect what the core computes, as traces
+/// record them; [`engine_config`] applies them.
+pub const ENGINE_SETTINGS: &str =
+    "cranelift; nan-canonicalization; relaxed-simd-deterministic; fuel; no epochs; stack 512 KiB; no threads";
 
 pub use artifact::Origin;
 pub use bindings::manager::{CachePolicy, Config as CoreConfig, Error as CoreError, ManagerStats};
@@ -109,6 +123,7 @@ pub struct Runtime {
     component: wasmtime::component::Component,
     pre: bindings::CorePre<HostState>,
     origin: Origin,
+    digest: String,
 }
 
 impl Runtime {
@@ -136,7 +151,25 @@ impl Runtime {
             .map_err(EngineError::Load)?;
         let pre = linker.instantiate_pre(&component).map_err(EngineError::Load)?;
         let pre = bindings::CorePre::new(pre).map_err(EngineError::Load)?;
-        Ok(Runtime { engine, component, pre, origin })
+        Ok(Runtime { engine, component, pre, origin, digest: artifact::component_digest(bytes) })
+    }
+
+    /// SHA-256 of the component, hex.
+    pub fn component_sha256(&self) -> &str {
+        &self.digest
+    }
+
+    /// A trace header for runs of this component under `limits`.
+    pub fn trace_header(&self, limits: Limits) -> crate::trace::Header {
+        crate::trace::Header {
+            component_sha256: self.digest.clone(),
+            wasmtime: WASMTIME_VERSION.to_owned(),
+            engine: ENGINE_SETTINGS.to_owned(),
+            wit: crate::trace::WIT_PACKAGE.to_owned(),
+            tlskeeper: env!("CARGO_PKG_VERSION").to_owned(),
+            fuel_per_call: limits.fuel_per_call,
+            memory_bytes: limits.memory_bytes,
+        }
     }
 
     /// Whether the component came from the artifact cache.
@@ -184,10 +217,11 @@ pub struct Capabilities {
     pub seed_file: Box<dyn SeedStore>,
 }
 
-/// What the store holds: the capabilities and the limits.
+/// What the store holds: the capabilities, the limits and the tape.
 pub struct HostState {
     caps: Capabilities,
     limits: StoreLimits,
+    tape: Tape,
 }
 
 /// One running core: a store, an instance, and the configuration to
@@ -213,43 +247,94 @@ impl Core {
         config: CoreConfig,
         limits: Limits,
     ) -> Result<Core, EngineError> {
-        let (store, instance) = instantiate(runtime, caps, limits).map_err(|e| EngineError::Start(format!("{e:#}")))?;
+        Self::start_with_tape(runtime, caps, config, limits, Tape::Off)
+    }
+
+    /// As [`Core::start`], with every boundary event going to `tape`
+    /// (recorded to a trace, or replayed from one).
+    ///
+    /// # Errors
+    ///
+    /// As [`Core::start`].
+    pub fn start_with_tape(
+        runtime: &Runtime,
+        caps: Capabilities,
+        config: CoreConfig,
+        limits: Limits,
+        tape: Tape,
+    ) -> Result<Core, EngineError> {
+        let (store, instance) =
+            instantiate(runtime, caps, tape, limits).map_err(|e| EngineError::Start(format!("{e:#}")))?;
         let mut core = Core { runtime: runtime.clone(), store, instance, config, limits };
-        core.configure().map_err(|e| EngineError::Start(e.to_string()))?;
+        let configured = core.configure();
+        // A replay reports a refused or divergent configure as its result;
+        // anywhere else the core cannot run without its configuration.
+        if core.tape().player().is_none() {
+            configured.map_err(|e| EngineError::Start(e.to_string()))?;
+        }
         Ok(core)
     }
 
-    /// Run one export call with a fresh fuel budget; on a trap, rebuild the
-    /// instance and report [`CallError::Trapped`].
-    fn call<T>(
-        &mut self,
-        f: impl FnOnce(&manager::Guest, &mut Store<HostState>) -> wasmtime::Result<Result<T, CoreError>>,
-    ) -> Result<T, CallError> {
-        if let Err(e) = self.store.set_fuel(self.limits.fuel_per_call) {
-            return Err(CallError::Trapped(format!("cannot set fuel: {e}")));
-        }
-        match f(self.instance.tlskeeper_core_manager(), &mut self.store) {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(CallError::Refused(e)),
-            Err(trap) => {
-                let what = format!("{trap:#}");
-                tracing::error!("core trapped: {what}; reinstantiating");
-                self.recover();
-                Err(CallError::Trapped(what))
-            }
-        }
+    /// The tape, for a replay's progress and result.
+    pub fn tape(&self) -> &Tape {
+        &self.store.data().tape
     }
 
-    /// Apply the configuration to the current instance. Not through
-    /// [`Core::call`]: a core that traps while being configured must not
-    /// send recovery into a loop.
-    fn configure(&mut self) -> Result<(), CallError> {
-        self.store.set_fuel(self.limits.fuel_per_call).map_err(|e| CallError::Trapped(e.to_string()))?;
-        match self.instance.tlskeeper_core_manager().call_configure(&mut self.store, &self.config) {
-            Ok(Ok(())) => Ok(()),
+    /// The tape, for a replay driver that finds the trace out of order.
+    pub fn tape_mut(&mut self) -> &mut Tape {
+        &mut self.store.data_mut().tape
+    }
+
+    /// Run one export `f` with a fresh fuel budget, telling the tape about
+    /// it (`call` and `outcome` build its events, only when it wants them).
+    /// Without `recover`, a trap is reported and the instance left as it is.
+    fn run<T: Clone>(
+        &mut self,
+        call: impl FnOnce() -> Call,
+        f: impl FnOnce(&manager::Guest, &mut Store<HostState>) -> wasmtime::Result<Result<T, CoreError>>,
+        outcome: fn(Result<T, CoreError>) -> Outcome,
+    ) -> Result<T, CallError> {
+        self.store
+            .set_fuel(self.limits.fuel_per_call)
+            .map_err(|e| CallError::Trapped(format!("cannot set fuel: {e}")))?;
+        self.store.data_mut().tape.begin(call);
+        let result = f(self.instance.tlskeeper_core_manager(), &mut self.store);
+        let fuel = self.fuel_used();
+        self.store.data_mut().tape.end(
+            || match &result {
+                Ok(r) => outcome(r.clone()),
+                Err(trap) => Outcome::Trap(trap_reason(trap)),
+            },
+            fuel,
+        );
+        match result {
+            Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(CallError::Refused(e)),
             Err(trap) => Err(CallError::Trapped(format!("{trap:#}"))),
         }
+    }
+
+    /// [`Core::run`], and on a trap, rebuild the instance.
+    fn call<T: Clone>(
+        &mut self,
+        call: impl FnOnce() -> Call,
+        f: impl FnOnce(&manager::Guest, &mut Store<HostState>) -> wasmtime::Result<Result<T, CoreError>>,
+        outcome: fn(Result<T, CoreError>) -> Outcome,
+    ) -> Result<T, CallError> {
+        let result = self.run(call, f, outcome);
+        if let Err(CallError::Trapped(what)) = &result {
+            tracing::error!("core trapped: {what}; reinstantiating");
+            self.recover();
+        }
+        result
+    }
+
+    /// Apply the configuration to the current instance. Without recovery:
+    /// a core that traps while being configured must not send recovery into
+    /// a loop.
+    fn configure(&mut self) -> Result<(), CallError> {
+        let config = self.config.clone();
+        self.run(|| Call::Configure(config.clone()), |m, s| m.call_configure(s, &config), Outcome::Configure)
     }
 
     /// Replace a trapped instance with a fresh one over the same capabilities.
@@ -258,8 +343,8 @@ impl Core {
         // into a new one. A placeholder store takes its place meanwhile.
         let placeholder = Store::new(&self.runtime.engine, HostState::placeholder());
         let old = std::mem::replace(&mut self.store, placeholder);
-        let caps = old.into_data().caps;
-        match instantiate(&self.runtime, caps, self.limits) {
+        let HostState { caps, tape, .. } = old.into_data();
+        match instantiate(&self.runtime, caps, tape, self.limits) {
             Ok((store, instance)) => {
                 self.store = store;
                 self.instance = instance;
@@ -279,7 +364,7 @@ impl Core {
     ///
     /// [`CallError`].
     pub fn seed(&mut self, len: u32) -> Result<Vec<u8>, CallError> {
-        self.call(|m, s| m.call_seed(s, len))
+        self.call(|| Call::Seed(len), |m, s| m.call_seed(s, len), Outcome::Seed)
     }
 
     /// Whether `cache` is served, and its timeout.
@@ -288,7 +373,7 @@ impl Core {
     ///
     /// [`CallError`].
     pub fn policy(&mut self, cache: &str) -> Result<CachePolicy, CallError> {
-        self.call(|m, s| m.call_policy(s, cache))
+        self.call(|| Call::Policy(cache.to_owned()), |m, s| m.call_policy(s, cache), Outcome::Policy)
     }
 
     /// The session under `id`.
@@ -297,7 +382,11 @@ impl Core {
     ///
     /// [`CallError`].
     pub fn lookup(&mut self, cache: &str, id: &str) -> Result<Option<Vec<u8>>, CallError> {
-        self.call(|m, s| m.call_lookup_session(s, cache, id))
+        self.call(
+            || Call::Lookup { cache: cache.to_owned(), id: id.to_owned() },
+            |m, s| m.call_lookup_session(s, cache, id),
+            Outcome::Lookup,
+        )
     }
 
     /// Store `session` under `id`.
@@ -306,7 +395,11 @@ impl Core {
     ///
     /// [`CallError`].
     pub fn update(&mut self, cache: &str, id: &str, session: &[u8]) -> Result<(), CallError> {
-        self.call(|m, s| m.call_update_session(s, cache, id, session))
+        self.call(
+            || Call::Update { cache: cache.to_owned(), id: id.to_owned(), session: session.to_vec() },
+            |m, s| m.call_update_session(s, cache, id, session),
+            Outcome::Update,
+        )
     }
 
     /// Remove `id`; true when it was present.
@@ -315,7 +408,11 @@ impl Core {
     ///
     /// [`CallError`].
     pub fn delete(&mut self, cache: &str, id: &str) -> Result<bool, CallError> {
-        self.call(|m, s| m.call_delete_session(s, cache, id))
+        self.call(
+            || Call::Delete { cache: cache.to_owned(), id: id.to_owned() },
+            |m, s| m.call_delete_session(s, cache, id),
+            Outcome::Delete,
+        )
     }
 
     /// The encryption key (no name) or the named decryption key.
@@ -325,7 +422,12 @@ impl Core {
     /// [`CallError`]; a key of the wrong shape from the core is a trap-level
     /// contract breach reported as [`CallError::Trapped`].
     pub fn ticket_key(&mut self, name: Option<&[u8]>) -> Result<Option<TicketKey>, CallError> {
-        let Some(mut raw) = self.call(|m, s| m.call_ticket_key(s, name))? else {
+        let Some(mut raw) = self.call(
+            || Call::TicketKey(name.map(<[u8]>::to_vec)),
+            |m, s| m.call_ticket_key(s, name),
+            Outcome::TicketKey,
+        )?
+        else {
             return Ok(None);
         };
         let key = convert_key(&raw);
@@ -340,7 +442,7 @@ impl Core {
     ///
     /// [`CallError`].
     pub fn housekeeping(&mut self) -> Result<u64, CallError> {
-        self.call(|m, s| m.call_housekeeping(s))
+        self.call(|| Call::Housekeeping, |m, s| m.call_housekeeping(s), Outcome::Housekeeping)
     }
 
     /// Counters and sizes.
@@ -349,7 +451,7 @@ impl Core {
     ///
     /// [`CallError`].
     pub fn stats(&mut self) -> Result<ManagerStats, CallError> {
-        self.call(|m, s| m.call_stats(s))
+        self.call(|| Call::Stats, |m, s| m.call_stats(s), Outcome::Stats)
     }
 
     /// Save what the next run needs (a fresh seed). Called once, when the
@@ -359,7 +461,7 @@ impl Core {
     ///
     /// [`CallError`].
     pub fn checkpoint(&mut self) -> Result<(), CallError> {
-        self.call(|m, s| m.call_checkpoint(s))
+        self.call(|| Call::Checkpoint, |m, s| m.call_checkpoint(s), Outcome::Checkpoint)
     }
 
     /// Fuel the last call consumed.
@@ -388,12 +490,24 @@ fn convert_key(raw: &manager::SessionTicketKey) -> Option<TicketKey> {
     })
 }
 
+/// The reason for a trap, without the backtrace: offsets in a backtrace
+/// differ between builds of the core, the reason does not.
+fn trap_reason(trap: &wasmtime::Error) -> String {
+    match trap.downcast_ref::<wasmtime::Trap>() {
+        Some(code) => code.to_string(),
+        None => trap.to_string(),
+    }
+}
+
 fn instantiate(
     runtime: &Runtime,
     caps: Capabilities,
+    mut tape: Tape,
     limits: Limits,
 ) -> wasmtime::Result<(Store<HostState>, bindings::Core)> {
+    tape.instantiate()?;
     let state = HostState {
+        tape,
         caps,
         // A component is several core instances (the core module plus the
         // canonical ABI's shims), each with its tables; one linear memory.
@@ -418,13 +532,25 @@ impl HostState {
                 seed_file: Box::new(crate::caps::NoSeedFile),
             },
             limits: StoreLimitsBuilder::new().build(),
+            tape: Tape::Off,
         }
     }
 }
 
 impl bindings::clock::Host for HostState {
     fn now(&mut self) -> wasmtime::Result<u64> {
-        Ok(self.caps.clock.now_nanos())
+        if let Tape::Replay(p) = &mut self.tape {
+            return p.import(
+                |r| match r {
+                    Import::ClockNow { result } => Some(*result),
+                    _ => None,
+                },
+                || Import::ClockNow { result: 0 },
+            );
+        }
+        let result = self.caps.clock.now_nanos();
+        self.tape.record(|| Import::ClockNow { result });
+        Ok(result)
     }
 }
 
@@ -434,8 +560,18 @@ impl bindings::entropy::Host for HostState {
             len <= MAX_ENTROPY_REQUEST,
             "core asked for {len} bytes of entropy (limit {MAX_ENTROPY_REQUEST})"
         );
+        if let Tape::Replay(p) = &mut self.tape {
+            return p.import(
+                |r| match r {
+                    Import::EntropyFill { len: l, result } if *l == len => Some(result.clone()),
+                    _ => None,
+                },
+                || Import::EntropyFill { len, result: Vec::new() },
+            );
+        }
         let mut buf = vec![0u8; len as usize];
         self.caps.entropy.fill(&mut buf)?;
+        self.tape.record(|| Import::EntropyFill { len, result: buf.clone() });
         Ok(buf)
     }
 }
@@ -455,7 +591,18 @@ impl bindings::storage::Host for HostState {
         table: String,
         key: Vec<u8>,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, bindings::storage::Error>> {
-        Ok(self.caps.storage.get(&table, &key).map_err(to_wit))
+        if let Tape::Replay(p) = &mut self.tape {
+            return p.import(
+                |r| match r {
+                    Import::StorageGet { table: t, key: k, result } if *t == table && *k == key => Some(result.clone()),
+                    _ => None,
+                },
+                || Import::StorageGet { table: table.clone(), key: key.clone(), result: Ok(None) },
+            );
+        }
+        let result = self.caps.storage.get(&table, &key).map_err(to_wit);
+        self.tape.record(|| Import::StorageGet { table, key, result: result.clone() });
+        Ok(result)
     }
 
     fn put(
@@ -464,14 +611,41 @@ impl bindings::storage::Host for HostState {
         key: Vec<u8>,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), bindings::storage::Error>> {
+        if let Tape::Replay(p) = &mut self.tape {
+            return p.import(
+                |r| match r {
+                    Import::StoragePut { table: t, key: k, value: v, result }
+                        if (t, k, v) == (&table, &key, &value) =>
+                    {
+                        Some(result.clone())
+                    }
+                    _ => None,
+                },
+                || Import::StoragePut { table: table.clone(), key: key.clone(), value: value.clone(), result: Ok(()) },
+            );
+        }
         let mut value = value;
-        let r = self.caps.storage.put(&table, &key, &value).map_err(to_wit);
+        let result = self.caps.storage.put(&table, &key, &value).map_err(to_wit);
+        self.tape.record(|| Import::StoragePut { table, key, value: value.clone(), result: result.clone() });
         zeroize::Zeroize::zeroize(&mut value);
-        Ok(r)
+        Ok(result)
     }
 
     fn delete(&mut self, table: String, key: Vec<u8>) -> wasmtime::Result<Result<bool, bindings::storage::Error>> {
-        Ok(self.caps.storage.delete(&table, &key).map_err(to_wit))
+        if let Tape::Replay(p) = &mut self.tape {
+            return p.import(
+                |r| match r {
+                    Import::StorageDelete { table: t, key: k, result } if *t == table && *k == key => {
+                        Some(result.clone())
+                    }
+                    _ => None,
+                },
+                || Import::StorageDelete { table: table.clone(), key: key.clone(), result: Ok(false) },
+            );
+        }
+        let result = self.caps.storage.delete(&table, &key).map_err(to_wit);
+        self.tape.record(|| Import::StorageDelete { table, key, result: result.clone() });
+        Ok(result)
     }
 
     fn scan(
@@ -480,38 +654,99 @@ impl bindings::storage::Host for HostState {
         after: Option<Vec<u8>>,
         limit: u32,
     ) -> wasmtime::Result<Result<Vec<(Vec<u8>, Vec<u8>)>, bindings::storage::Error>> {
-        Ok(self.caps.storage.scan(&table, after.as_deref(), limit).map_err(to_wit))
+        if let Tape::Replay(p) = &mut self.tape {
+            return p.import(
+                |r| match r {
+                    Import::StorageScan { table: t, after: a, limit: l, result }
+                        if (t, a, *l) == (&table, &after, limit) =>
+                    {
+                        Some(result.clone())
+                    }
+                    _ => None,
+                },
+                || Import::StorageScan { table: table.clone(), after: after.clone(), limit, result: Ok(Vec::new()) },
+            );
+        }
+        let result = self.caps.storage.scan(&table, after.as_deref(), limit).map_err(to_wit);
+        self.tape.record(|| Import::StorageScan { table, after, limit, result: result.clone() });
+        Ok(result)
     }
 
     fn stat(
         &mut self,
         table: String,
     ) -> wasmtime::Result<Result<bindings::storage::TableStat, bindings::storage::Error>> {
-        Ok(self
+        if let Tape::Replay(p) = &mut self.tape {
+            return p.import(
+                |r| match r {
+                    Import::StorageStat { table: t, result } if *t == table => Some(result.clone()),
+                    _ => None,
+                },
+                || Import::StorageStat {
+                    table: table.clone(),
+                    result: Ok(bindings::storage::TableStat { entries: 0, bytes: 0 }),
+                },
+            );
+        }
+        let result = self
             .caps
             .storage
             .stat(&table)
             .map(|s| bindings::storage::TableStat { entries: s.entries, bytes: s.bytes })
-            .map_err(to_wit))
+            .map_err(to_wit);
+        self.tape.record(|| Import::StorageStat { table, result: result.clone() });
+        Ok(result)
     }
 }
 
 impl bindings::seed_file::Host for HostState {
     fn take(&mut self) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.caps.seed_file.take())
+        if let Tape::Replay(p) = &mut self.tape {
+            return p.import(
+                |r| match r {
+                    Import::SeedTake { result } => Some(result.clone()),
+                    _ => None,
+                },
+                || Import::SeedTake { result: None },
+            );
+        }
+        let result = self.caps.seed_file.take();
+        self.tape.record(|| Import::SeedTake { result: result.clone() });
+        Ok(result)
     }
 
     fn save(&mut self, seed: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        if let Tape::Replay(p) = &mut self.tape {
+            return p.import(
+                |r| match r {
+                    Import::SeedSave { seed: s, result } if *s == seed => Some(result.clone()),
+                    _ => None,
+                },
+                || Import::SeedSave { seed: seed.clone(), result: Ok(()) },
+            );
+        }
         let mut seed = seed;
-        let r = self.caps.seed_file.save(&seed);
+        let result = self.caps.seed_file.save(&seed);
+        self.tape.record(|| Import::SeedSave { seed: seed.clone(), result: result.clone() });
         zeroize::Zeroize::zeroize(&mut seed);
-        Ok(r)
+        Ok(result)
     }
 }
 
 impl bindings::log::Host for HostState {
     fn log(&mut self, level: bindings::log::Level, message: String) -> wasmtime::Result<()> {
+        if let Tape::Replay(p) = &mut self.tape {
+            // Checked, not emitted: a replay's log is its report.
+            return p.import(
+                |r| match r {
+                    Import::Log { level: l, message: m } if (*l, m) == (level, &message) => Some(()),
+                    _ => None,
+                },
+                || Import::Log { level, message: message.clone() },
+            );
+        }
         crate::caps::log::emit(level, &message);
+        self.tape.record(|| Import::Log { level, message });
         Ok(())
     }
 }

@@ -282,6 +282,7 @@ fn start(
         socket_label,
         shutdown,
         started,
+        tape: Default::default(),
     };
     crate::daemon::run(daemon).map_err(Failure::from)
 }
