@@ -750,3 +750,17 @@ impl bindings::log::Host for HostState {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Traces name the wasmtime that ran them; the constant must follow the
+    /// lock file when wasmtime is upgraded.
+    #[test]
+    fn the_recorded_wasmtime_version_is_the_locked_one() {
+        let lock = include_str!("../../../Cargo.lock");
+        let entry = format!("name = \"wasmtime\"\nversion = \"{WASMTIME_VERSION}\"");
+        assert!(lock.contains(&entry), "Cargo.lock has another wasmtime than {WASMTIME_VERSION}");
+    }
+}
