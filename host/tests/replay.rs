@@ -1,0 +1,279 @@
+//! Record and replay, end to end: traces recorded by the real daemon and by
+//! random workloads replay identically; a core changed by one line diverges
+//! at the call that shows the change; damaged traces are errors, not panics.
+//!
+//! The changed core is the guest built with its `test-divergence` feature
+//! (its `policy` reports the timeout plus one), by a nested cargo build into
+//! Cargo's per-target temporary directory, as `host/build.rs` builds the
+//! real one. It exists only for this test.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use common::{BIN, Daemon, ScriptedClock, cli_client, ok_stdout, runtime};
+use tlskeeper::caps::{NoSeedFile, OsEntropy};
+use tlskeeper::config::Settings;
+use tlskeeper::engine::{Capabilities, Core, Runtime, Tape};
+use tlskeeper::storage::MemoryStorage;
+use tlskeeper::trace::file::{TraceWriter, read};
+use tlskeeper::trace::replay::replay;
+use tlskeeper::trace::{Call, Event};
+
+/// A core recording to a new trace at `path`, on `clock`, in memory.
+fn recording_core(path: &Path, clock: &ScriptedClock, settings: &Settings) -> Core {
+    let writer = TraceWriter::create(path, &runtime().trace_header(settings.limits())).unwrap();
+    let caps = Capabilities {
+        clock: Box::new(clock.clone()),
+        entropy: Box::new(OsEntropy),
+        storage: Box::new(MemoryStorage::new()),
+        seed_file: Box::new(NoSeedFile),
+    };
+    Core::start_with_tape(runtime(), caps, settings.core_config(), settings.limits(), Tape::Record(writer)).unwrap()
+}
+
+fn replay_file(path: &Path, runtime: &Runtime) -> tlskeeper::trace::replay::Report {
+    replay(read(path).unwrap(), runtime, |_, _| {}).unwrap()
+}
+
+/// One step of a random workload.
+#[derive(Debug, Clone)]
+enum Op {
+    Seed(u32),
+    Update(u8, u8, Vec<u8>),
+    Lookup(u8, u8),
+    Delete(u8, u8),
+    EncryptKey,
+    DecryptKey(usize),
+    KeyName(Vec<u8>),
+    Policy(u8),
+    Housekeeping,
+    Stats,
+    Advance(u64),
+}
+
+const CACHES: [&str; 4] = ["smtpd", "smtp", "lmtp", "nosuch"];
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u32..300).prop_map(Op::Seed),
+        (0u8..4, 0u8..16, proptest::collection::vec(any::<u8>(), 0..300)).prop_map(|(c, i, s)| Op::Update(c, i, s)),
+        (0u8..4, 0u8..16).prop_map(|(c, i)| Op::Lookup(c, i)),
+        (0u8..4, 0u8..16).prop_map(|(c, i)| Op::Delete(c, i)),
+        Just(Op::EncryptKey),
+        (0usize..8).prop_map(Op::DecryptKey),
+        proptest::collection::vec(any::<u8>(), 0..20).prop_map(Op::KeyName),
+        (0u8..4).prop_map(Op::Policy),
+        Just(Op::Housekeeping),
+        Just(Op::Stats),
+        prop_oneof![0u64..10, 0u64..4000].prop_map(Op::Advance),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Any workload, recorded and replayed on the same core, gives the same
+    /// results, the same imports in the same order and the same fuel, call
+    /// by call (the replay checks all three and stops at the first
+    /// difference).
+    #[test]
+    fn random_workloads_replay_identically(ops in proptest::collection::vec(op(), 1..60)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.trace");
+        let clock = ScriptedClock::new();
+        let mut settings = Settings::default();
+        settings.caches.get_mut("lmtp").unwrap().enabled = false;
+        settings.caches.get_mut("smtp").unwrap().max_entries = 4;
+        let mut core = recording_core(&path, &clock, &settings);
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        let mut calls = 1; // configure
+        for op in ops {
+            calls += 1;
+            match op {
+                Op::Seed(n) => drop(core.seed(n)),
+                Op::Update(c, i, s) => drop(core.update(CACHES[c as usize], &format!("id{i}"), &s)),
+                Op::Lookup(c, i) => drop(core.lookup(CACHES[c as usize], &format!("id{i}"))),
+                Op::Delete(c, i) => drop(core.delete(CACHES[c as usize], &format!("id{i}"))),
+                Op::EncryptKey => {
+                    if let Ok(Some(k)) = core.ticket_key(None) {
+                        names.push(k.name.to_vec());
+                    }
+                }
+                Op::DecryptKey(i) => {
+                    let name = names.get(i).cloned().unwrap_or_else(|| vec![7; 16]);
+                    drop(core.ticket_key(Some(&name)));
+                }
+                Op::KeyName(name) => drop(core.ticket_key(Some(&name))),
+                Op::Policy(c) => drop(core.policy(CACHES[c as usize])),
+                Op::Housekeeping => drop(core.housekeeping()),
+                Op::Stats => drop(core.stats()),
+                Op::Advance(secs) => {
+                    clock.advance_secs(secs);
+                    calls -= 1;
+                }
+            }
+        }
+        drop(core);
+        let trace = read(&path).unwrap();
+        let returns = trace.events.iter().filter(|e| matches!(e, Event::Return(_))).count();
+        prop_assert_eq!(returns, calls);
+        let report = replay(trace, runtime(), |_, _| {}).unwrap();
+        prop_assert!(report.identical(), "{}", report);
+        prop_assert_eq!(report.calls_replayed, calls as u64);
+        prop_assert!(report.fuel_compared);
+        prop_assert_eq!(report.fuel_replayed, report.fuel_recorded);
+    }
+}
+
+/// The guest built with its deliberate one-line change; built once per run.
+fn divergent_component() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-divergent");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(workspace)
+            .args(["build", "--locked", "--package", "tlskeeper-guest", "--lib", "--target", "wasm32-wasip2"])
+            .args(["--profile", "guest", "--features", "test-divergence", "--target-dir"])
+            .arg(&target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS");
+        let status = cmd.status().unwrap();
+        assert!(status.success(), "building the divergent core failed");
+        target.join("wasm32-wasip2/guest/tlskeeper_guest.wasm")
+    })
+}
+
+/// A core that differs by one line diverges exactly at the first call that
+/// shows the difference, and the report says what the trace had and what
+/// the core did instead; the CLI says the same and exits 1.
+#[test]
+fn a_changed_core_diverges_at_the_call_that_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.trace");
+    let clock = ScriptedClock::new();
+    let mut core = recording_core(&path, &clock, &Settings::default());
+    core.seed(32).unwrap(); // call 2 (configure is call 1)
+    core.update("smtpd", "a", b"session").unwrap(); // 3
+    core.ticket_key(None).unwrap(); // 4
+    core.policy("smtpd").unwrap(); // 5: where the changed core differs
+    core.lookup("smtpd", "a").unwrap(); // 6
+    drop(core);
+
+    // The same trace replays identically on the core that recorded it...
+    assert!(replay_file(&path, runtime()).identical());
+    // ...and not on the changed one.
+    let changed = Runtime::with_component(&fs::read(divergent_component()).unwrap(), None).unwrap();
+    let report = replay_file(&path, &changed);
+    let d = report.divergence.clone().unwrap_or_else(|| panic!("no divergence: {report}"));
+    assert_eq!((d.call, d.export.as_str()), (5, "policy"), "{report}");
+    assert!(d.expected.contains("timeout 3600") && d.actual.contains("timeout 3601"), "{report}");
+    assert!(!report.fuel_compared, "another build's fuel is not comparable");
+    assert_eq!(report.calls_replayed, 5);
+
+    let out =
+        Command::new(BIN).arg("replay").arg(&path).arg("--component").arg(divergent_component()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("divergence at call 5 (policy)"), "{stdout}");
+}
+
+/// `serve --record` writes a private trace of a real daemon's run, which
+/// `tlskeeper replay` replays identically, in text and in JSON.
+#[test]
+fn a_recorded_daemon_replays_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let (socket, trace) = (dir.path().join("s"), dir.path().join("run.trace"));
+    let mut daemon = Daemon::spawn_with(
+        &socket,
+        &dir.path().join("log"),
+        &["--no-compile-cache".as_ref(), "--record".as_ref(), trace.as_os_str()],
+    );
+    daemon.wait_ready();
+    for args in [
+        &["seed", "32"][..],
+        &["update", "smtpd", "id1", "308187020101"],
+        &["lookup", "smtpd", "id1"],
+        &["tktkey"],
+        &["policy", "smtp"],
+    ] {
+        ok_stdout(&cli_client(&socket, args), "request");
+    }
+    assert!(!cli_client(&socket, &["lookup", "nosuch", "x"]).status.success());
+    daemon.sigterm();
+    assert!(daemon.wait_exit(Duration::from_secs(10), "stop").success(), "{}", daemon.log());
+    assert_eq!(fs::metadata(&trace).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let calls: Vec<Call> = read(&trace)
+        .unwrap()
+        .events
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Call(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let exports: Vec<&str> = calls.iter().map(Call::export).collect();
+    for export in ["configure", "seed", "update-session", "lookup-session", "ticket-key", "policy", "checkpoint"] {
+        assert!(exports.contains(&export), "{export} missing from {exports:?}");
+    }
+
+    let out = Command::new(BIN).arg("replay").arg(&trace).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("{} calls replayed, identical", calls.len())), "{stdout}");
+    let out = Command::new(BIN).arg("replay").arg("--json").arg(&trace).output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["calls_replayed"], serde_json::json!(calls.len()));
+    assert_eq!(json["divergence"], serde_json::Value::Null);
+    assert_eq!(json["fuel_compared"], serde_json::json!(true));
+}
+
+/// A trace cut off mid-call (a killed recorder) replays up to its last
+/// whole call and says so; a damaged or foreign file is an error with a
+/// message, exit status 65, never a panic.
+#[test]
+fn cut_off_and_damaged_traces() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.trace");
+    let clock = ScriptedClock::new();
+    let mut core = recording_core(&path, &clock, &Settings::default());
+    for n in 1..=20 {
+        core.seed(n).unwrap();
+    }
+    drop(core);
+    let full = fs::read(&path).unwrap();
+    let replay_cli = |bytes: &[u8]| {
+        let p = dir.path().join("case.trace");
+        fs::write(&p, bytes).unwrap();
+        let out = Command::new(BIN).arg("replay").arg(&p).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+
+    let (code, text) = replay_cli(&full[..full.len() - 10]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("20 calls replayed, identical") && text.contains("cut off"), "{text}");
+
+    let mut damaged = full.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x40;
+    let (code, text) = replay_cli(&damaged);
+    assert_eq!(code, Some(65), "{text}");
+    assert!(text.contains("is corrupt at frame"), "{text}");
+
+    let (code, text) = replay_cli(b"GIF89a not a trace");
+    assert_eq!(code, Some(65), "{text}");
+    assert!(text.contains("is not a tlskeeper trace"), "{text}");
+    let (code, text) = replay_cli(b"");
+    assert_eq!(code, Some(65), "{text}");
+}
