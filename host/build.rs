@@ -45,6 +45,13 @@ fn main() {
     if env::var_os("CARGO_NET_OFFLINE").is_some() {
         cmd.arg("--offline");
     }
+    // Dependencies' source paths (in panic locations) would otherwise carry
+    // this machine's CARGO_HOME into the component, and so into its SHA-256,
+    // which traces record: the same source must give the same component on
+    // every machine, or recorded fuel could never be compared.
+    if let Some(home) = cargo_home() {
+        cmd.env("CARGO_ENCODED_RUSTFLAGS", format!("--remap-path-prefix={}=/cargo", home.display()));
+    }
     let status = cmd.status().expect("failed to run cargo for the guest component");
     if !status.success() {
         panic!("building the core component (guest/) for {TARGET} failed; see the errors above");
@@ -53,6 +60,13 @@ fn main() {
     let wasm = target_dir.join(TARGET).join(PROFILE).join("tlskeeper_guest.wasm");
     assert!(wasm.is_file(), "the guest build did not produce {}", wasm.display());
     println!("cargo:rustc-env=TLSKEEPER_COMPONENT_PATH={}", wasm.display());
+}
+
+/// Where cargo keeps the registry sources: `CARGO_HOME`, else `~/.cargo`.
+fn cargo_home() -> Option<PathBuf> {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
 }
 
 /// Fail early, with the fix, when the wasm target's standard library is
