@@ -277,3 +277,87 @@ fn cut_off_and_damaged_traces() {
     let (code, text) = replay_cli(b"");
     assert_eq!(code, Some(65), "{text}");
 }
+
+/// Write `events` as a trace with `header` (for traces edited by a test).
+fn write_trace(path: &Path, header: &tlskeeper::trace::Header, events: &[Event]) {
+    let mut w = TraceWriter::create(path, header).unwrap();
+    for e in events {
+        w.write(e).unwrap();
+    }
+}
+
+/// An import the core makes differently from the trace (here: the trace
+/// says `update` wrote another key) is reported at its call, with the
+/// import the trace has and the one the core made; the replay stops there.
+#[test]
+fn an_import_that_differs_is_reported_at_its_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.trace");
+    let clock = ScriptedClock::new();
+    let mut core = recording_core(&path, &clock, &Settings::default());
+    core.seed(32).unwrap(); // 2
+    core.update("smtpd", "a", b"session").unwrap(); // 3
+    core.lookup("smtpd", "a").unwrap(); // 4
+    drop(core);
+
+    let mut trace = read(&path).unwrap();
+    let put = trace.events.iter_mut().find_map(|e| match e {
+        Event::Import(tlskeeper::trace::Import::StoragePut { key, .. }) => Some(key),
+        _ => None,
+    });
+    put.unwrap()[0] ^= 1;
+    let edited = dir.path().join("edited.trace");
+    write_trace(&edited, &trace.header, &trace.events);
+
+    let report = replay_file(&edited, runtime());
+    let d = report.divergence.clone().unwrap_or_else(|| panic!("no divergence: {report}"));
+    assert_eq!((d.call, d.export.as_str()), (3, "update-session"), "{report}");
+    assert!(d.expected.starts_with("storage.put(") && d.actual.starts_with("storage.put("), "{report}");
+    assert_ne!(d.expected, d.actual);
+    assert!(!report.identical());
+    assert_eq!(report.calls_replayed, 3, "stops at the divergence");
+}
+
+/// A core that traps while recording is reinstantiated (a new instance and
+/// its configure in the trace), and the replay traps and recovers the same
+/// way, identically.
+#[test]
+fn traps_and_recovery_replay_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first seed request instantiates the DRBG, by far the dearest call
+    // here; a budget below it and above the rest traps exactly that call.
+    let run = |path: &Path, settings: &Settings| {
+        let clock = ScriptedClock::new();
+        let mut core = recording_core(path, &clock, settings);
+        let before = core.update("smtpd", "a", b"session");
+        let heavy = core.seed(8).map(drop);
+        let after = core.update("smtpd", "b", b"session");
+        (before, heavy, after)
+    };
+    let probe = dir.path().join("probe.trace");
+    let (_, heavy, _) = run(&probe, &Settings::default());
+    heavy.unwrap();
+    let fuel: Vec<u64> = read(&probe)
+        .unwrap()
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Return(r) => Some(r.fuel),
+            _ => None,
+        })
+        .collect();
+    let (light, seed) = (fuel[0].max(fuel[1]).max(fuel[3]), fuel[2]);
+    assert!(seed > 2 * light, "the first seed must cost far more than the rest: {fuel:?}");
+
+    let settings = Settings { fuel_per_call: (light + seed) / 2, ..Settings::default() };
+    let path = dir.path().join("trap.trace");
+    let (before, heavy, after) = run(&path, &settings);
+    assert!(before.is_ok() && after.is_ok(), "{before:?} {after:?}");
+    assert!(matches!(heavy, Err(tlskeeper::engine::CallError::Trapped(_))), "{heavy:?}");
+    let events = read(&path).unwrap().events;
+    assert_eq!(events.iter().filter(|e| matches!(e, Event::Instantiate)).count(), 2, "start and recovery");
+
+    let report = replay_file(&path, runtime());
+    assert!(report.identical(), "{report}");
+    assert_eq!(report.calls_replayed, 5, "configure, update, seed (trap), configure again, update");
+}

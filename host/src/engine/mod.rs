@@ -323,6 +323,12 @@ impl Core {
     ) -> Result<T, CallError> {
         let result = self.run(call, f, outcome);
         if let Err(CallError::Trapped(what)) = &result {
+            // A replay that has diverged stops here: recovering would only
+            // run the trace further out of step, and would drop the player
+            // with its report.
+            if self.tape().player().is_some_and(|p| p.divergence().is_some()) {
+                return result;
+            }
             tracing::error!("core trapped: {what}; reinstantiating");
             self.recover();
         }

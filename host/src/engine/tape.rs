@@ -10,13 +10,17 @@
 //! trace, with the same arguments; the recorded result is returned to the
 //! guest. Each export's result and fuel are compared with the recorded
 //! [`Return`]. The first difference is kept as a [`Divergence`], and the
-//! guest is trapped so that it does nothing more.
+//! guest is trapped so that it does nothing more (and is not recovered: the
+//! engine leaves a diverged replay as it is, for its report).
 //!
 //! # Security
 //!
 //! Recorded events hold secrets; they go only to the trace file (see
-//! [`crate::trace`]). A divergence's description quotes at most a short
-//! prefix of any byte string.
+//! [`crate::trace`]). Recording copies stored values and seeds into events
+//! that are freed without zeroizing: a recording daemon keeps more copies
+//! of secrets in its memory than one that does not record. A divergence's
+//! description shows byte strings only as their length and a SHA-256
+//! fingerprint.
 //!
 //! # Limitations
 //!
@@ -224,11 +228,19 @@ impl Tape {
         }
     }
 
-    /// The trace has something other than an export call where the replay
-    /// driver expected one.
+    /// The trace has something other than an export call the driver can
+    /// make where the next call should be (a file put together by hand or
+    /// by another program): reported as a divergence at that position.
     pub fn unexpected_event(&mut self) {
-        if let Tape::Replay(p) = self {
-            p.diverge("the next export call".to_owned());
+        if let Tape::Replay(p) = self
+            && p.divergence.is_none()
+        {
+            p.calls += 1;
+            p.export = match p.peek() {
+                Some(Event::Call(call)) => call.export(),
+                _ => "(none)",
+            };
+            p.diverge("nothing: the trace is out of order here, so the replay stops".to_owned());
         }
     }
 
@@ -238,22 +250,14 @@ impl Tape {
             self.write(&Event::Import(import()));
         }
     }
-
-    /// Push recorded events to the file.
-    pub fn flush(&mut self) {
-        if let Tape::Record(writer) = self
-            && let Err(e) = writer.flush()
-        {
-            tracing::error!("{e}; recording stopped");
-            *self = Tape::Off;
-        }
-    }
 }
 
-/// Bytes as hex, cut to a prefix when long.
+/// Bytes as their length and a fingerprint: enough to tell same from
+/// different, and nothing of the bytes themselves (they may be keys,
+/// sessions or DRBG output, and reports end up in terminals and CI logs).
 fn bytes(b: &[u8]) -> String {
-    const SHOWN: usize = 16;
-    if b.len() <= SHOWN { hex::encode(b) } else { format!("{}... ({} bytes)", hex::encode(&b[..SHOWN]), b.len()) }
+    use sha2::Digest;
+    format!("<{} bytes, sha256 {}>", b.len(), hex::encode(&sha2::Sha256::digest(b)[..6]))
 }
 
 /// One line for an event, for divergence reports.

@@ -1,8 +1,8 @@
 //! The trace file format: a magic string, then length-prefixed postcard
-//! frames, each followed by its CRC-32.
+//! frames, the length and the body each followed by its CRC-32.
 //!
 //! ```text
-//! "TLSKTRC1" ‖ frame* ;  frame = len (u32 LE) ‖ postcard(value) ‖ crc32(postcard bytes) (u32 LE)
+//! "TLSKTRC1" ‖ frame* ;  frame = len (u32 LE) ‖ crc32(len) ‖ postcard(value) ‖ crc32(postcard bytes)
 //! ```
 //!
 //! The first frame is a [`Header`], every later one an [`Event`]. The
@@ -10,7 +10,10 @@
 //! moment leaves a file whose whole calls all read back: the reader stops
 //! at a partial last frame and keeps the events up to the last complete
 //! call. A frame whose checksum or encoding is wrong anywhere else is
-//! corruption, reported with its number and byte offset.
+//! corruption, reported with its number and byte offset. The length has a
+//! checksum of its own: a damaged length would otherwise point past the end
+//! of the file and pass for a cut-off tail, silently dropping every call
+//! after it.
 //!
 //! Length-prefixed frames rather than postcard's COBS framing: the length
 //! tells a torn tail from a damaged middle, and a frame is read with one
@@ -120,6 +123,7 @@ impl TraceWriter {
         })?;
         let crc = crc32fast::hash(&bytes);
         self.out.write_all(&len.to_le_bytes()).map_err(|e| self.io(e))?;
+        self.out.write_all(&crc32fast::hash(&len.to_le_bytes()).to_le_bytes()).map_err(|e| self.io(e))?;
         self.out.write_all(&bytes).map_err(|e| self.io(e))?;
         self.out.write_all(&crc.to_le_bytes()).map_err(|e| self.io(e))
     }
@@ -228,19 +232,26 @@ impl<R: Read> Frames<'_, R> {
             offset: s.offset,
             why,
         };
-        let mut len = [0u8; 4];
-        match read_full(&mut self.input, &mut len).map_err(|e| self.io(e))? {
+        let mut head = [0u8; 8];
+        match read_full(&mut self.input, &mut head).map_err(|e| self.io(e))? {
             0 => return Ok(None),
-            4 => {}
+            8 => {}
             n => return Ok(Some(Err(format!("the file ends {n} byte(s) into frame {}", self.frame)))),
         }
-        let len = u32::from_le_bytes(len);
+        let (len, len_crc) = head.split_at(4);
+        if crc32fast::hash(len) != u32::from_le_bytes([len_crc[0], len_crc[1], len_crc[2], len_crc[3]]) {
+            return Err(corrupt(self, "checksum mismatch in the frame's length".to_owned()));
+        }
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]);
         if len > MAX_FRAME {
             return Err(corrupt(self, format!("frame length {len} exceeds the limit of {MAX_FRAME}")));
         }
-        let mut body = vec![0u8; len as usize + 4];
-        let got = read_full(&mut self.input, &mut body).map_err(|e| self.io(e))?;
-        if got < body.len() {
+        // Grown as bytes arrive, not allocated up front: a short file that
+        // claims a large frame costs only what it holds.
+        let want = u64::from(len) + 4;
+        let mut body = Vec::new();
+        (&mut self.input).take(want).read_to_end(&mut body).map_err(|e| self.io(e))?;
+        if (body.len() as u64) < want {
             return Ok(Some(Err(format!("the file ends inside frame {} (byte {})", self.frame, self.offset))));
         }
         let (bytes, crc) = body.split_at(len as usize);
@@ -249,7 +260,7 @@ impl<R: Read> Frames<'_, R> {
             return Err(corrupt(self, "checksum mismatch".to_owned()));
         }
         let value = postcard::from_bytes(bytes).map_err(|e| corrupt(self, format!("undecodable frame: {e}")))?;
-        self.offset += 4 + u64::from(len) + 4;
+        self.offset += 8 + u64::from(len) + 4;
         self.frame += 1;
         Ok(Some(Ok(value)))
     }
@@ -299,14 +310,23 @@ mod tests {
         ]
     }
 
-    fn write(path: &Path, calls: u32) {
+    /// Write a trace of `calls` calls; returns the file length after each
+    /// frame (the frame boundaries), header first.
+    fn write(path: &Path, calls: u32) -> Vec<usize> {
         let mut w = TraceWriter::create(path, &header()).unwrap();
+        let len = || std::fs::metadata(path).unwrap().len() as usize;
+        let mut ends = vec![len()];
         w.write(&Event::Instantiate).unwrap();
+        w.flush().unwrap();
+        ends.push(len());
         for n in 1..=calls {
             for e in call(n) {
                 w.write(&e).unwrap();
+                w.flush().unwrap();
+                ends.push(len());
             }
         }
+        ends
     }
 
     #[test]
@@ -326,14 +346,13 @@ mod tests {
     fn a_cut_off_file_reads_up_to_the_last_whole_call() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t");
-        write(&path, 3);
+        let ends = write(&path, 3);
         let full = std::fs::read(&path).unwrap();
         let whole = read(&path).unwrap().events;
-        let header_len = {
-            let only = dir.path().join("header-only");
-            drop(TraceWriter::create(&only, &header()).unwrap());
-            std::fs::metadata(&only).unwrap().len() as usize
-        };
+        let header_len = ends[0];
+        // Frame ends: the header, the instance, then call, import, return
+        // for each call; a call ends with its return.
+        let call_ends: Vec<usize> = ends.iter().skip(4).step_by(3).copied().collect();
         // Every possible cut: never an error past the header, never a
         // partial call, never more than was written.
         let mut last_len = usize::MAX;
@@ -345,12 +364,11 @@ mod tests {
                     last_len = t.events.len();
                     assert_eq!(t.events[..], whole[..t.events.len()]);
                     assert!(t.events.is_empty() || matches!(t.events.last(), Some(Event::Return(_))));
-                    // A cut exactly after a call's last frame looks like a
-                    // complete, shorter trace; any other cut is reported.
-                    let at_call_end = t.events.len() == whole.len()
-                        || t.events.is_empty()
-                        || matches!(t.events.last(), Some(Event::Return(_)));
-                    assert!(t.cut_off.is_some() || at_call_end, "cut at {cut}");
+                    // A cut on a frame boundary just after a call (or the
+                    // header) looks like a complete, shorter trace; any other
+                    // cut is reported.
+                    let clean = cut == header_len || call_ends.contains(&cut);
+                    assert_eq!(t.cut_off.is_none(), clean || cut == full.len(), "cut at {cut}");
                 }
                 Err(TraceError::NotATrace(_) | TraceError::NoHeader(_)) => assert!(cut < header_len, "cut at {cut}"),
                 Err(e) => panic!("cut at {cut}: {e}"),
@@ -368,23 +386,20 @@ mod tests {
             let mut bad = full.clone();
             bad[i] ^= 0x20;
             std::fs::write(&path, &bad).unwrap();
-            // Any outcome but a panic or a silently different event list.
-            if let Ok(t) = read(&path) {
-                let good = read_bytes(&full, dir.path());
-                assert!(t.events.len() < good.len() || t.events == good, "flip at {i}");
+            // Every flipped byte is found: in the magic, or by a checksum
+            // (lengths included), never read as a shorter trace.
+            match read(&path) {
+                Err(TraceError::NotATrace(_)) => assert!(i < MAGIC.len(), "flip at {i}"),
+                Err(TraceError::Corrupt { .. }) => assert!(i >= MAGIC.len(), "flip at {i}"),
+                other => panic!("flip at {i}: {other:?}"),
             }
         }
         std::fs::write(&path, b"not a trace at all").unwrap();
         assert!(matches!(read(&path), Err(TraceError::NotATrace(_))));
         let mut huge = MAGIC.to_vec();
         huge.extend(u32::MAX.to_le_bytes());
+        huge.extend(crc32fast::hash(&u32::MAX.to_le_bytes()).to_le_bytes());
         std::fs::write(&path, &huge).unwrap();
         assert!(matches!(read(&path), Err(TraceError::Corrupt { .. })), "{:?}", read(&path));
-    }
-
-    fn read_bytes(bytes: &[u8], dir: &Path) -> Vec<Event> {
-        let p = dir.join("good");
-        std::fs::write(&p, bytes).unwrap();
-        read(&p).unwrap().events
     }
 }

@@ -271,3 +271,17 @@ impl Import {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Traces name the WIT package they speak; the constant must follow
+    /// the WIT file.
+    #[test]
+    fn the_recorded_wit_package_is_the_one_in_wit() {
+        let wit = include_str!("../../../wit/tlskeeper.wit");
+        assert!(
+            wit.contains(&format!("package {};", super::WIT_PACKAGE)),
+            "wit/tlskeeper.wit declares another package"
+        );
+    }
+}

@@ -69,7 +69,7 @@ pub struct Report {
 impl Report {
     /// True when the replay matched the trace throughout.
     pub fn identical(&self) -> bool {
-        self.divergence.is_none()
+        self.divergence.is_none() && self.calls_replayed == self.calls_in_trace
     }
 }
 
@@ -161,6 +161,8 @@ pub fn replay(trace: Trace, runtime: &Runtime, mut progress: impl FnMut(u64, u64
             break;
         }
         progress(player.calls(), calls_in_trace);
+        // `configure` and new instances come only from the engine itself
+        // (at start and after a trap), never from the driver.
         let call = match player.peek() {
             None => break,
             Some(Event::Call(call)) if !matches!(call, Call::Configure(_)) => call.clone(),
@@ -171,7 +173,7 @@ pub fn replay(trace: Trace, runtime: &Runtime, mut progress: impl FnMut(u64, u64
         };
         // Results are checked by the tape; the values are not needed here.
         let _ = match call {
-            Call::Configure(_) => unreachable_configure(),
+            Call::Configure(_) => continue, // excluded just above
             Call::Seed(n) => core.seed(n).map(drop),
             Call::Policy(cache) => core.policy(&cache).map(drop),
             Call::Lookup { cache, id } => core.lookup(&cache, &id).map(drop),
@@ -183,8 +185,10 @@ pub fn replay(trace: Trace, runtime: &Runtime, mut progress: impl FnMut(u64, u64
             Call::Checkpoint => core.checkpoint(),
         };
     }
+    // The engine keeps a replay's tape for its whole life (a diverged replay
+    // is never recovered), so the player is still there.
     let Some(player) = core.tape().player() else {
-        return Err(ReplayError::Start("the replay lost its tape".into()));
+        return Err(ReplayError::Start("internal error: the replay's tape is gone".into()));
     };
     progress(player.calls(), calls_in_trace);
     Ok(Report {
@@ -194,10 +198,4 @@ pub fn replay(trace: Trace, runtime: &Runtime, mut progress: impl FnMut(u64, u64
         fuel_recorded: player.fuel.1,
         ..empty
     })
-}
-
-/// `configure` is only ever called by the engine itself (at start and after
-/// a trap), and the loop above never hands it here.
-fn unreachable_configure() -> Result<(), crate::engine::CallError> {
-    Ok(())
 }
