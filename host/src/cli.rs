@@ -54,6 +54,35 @@ pub enum Command {
     /// Replay a trace recorded by `serve --record` against a fresh core,
     /// and report whether it behaves identically.
     Replay(ReplayArgs),
+    /// Load a tlsmgr-compatible socket (tlskeeper, Postfix's tlsmgr, ...)
+    /// and report requests per second and latency.
+    Bench(BenchArgs),
+}
+
+/// Flags of `bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// The server's socket.
+    #[arg(long, value_name = "PATH", default_value = crate::config::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Simultaneous connections, one request in flight on each.
+    #[arg(long, short = 'c', default_value_t = 1)]
+    pub connections: usize,
+    /// Run for this many seconds [default: 10, unless --requests is given].
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Stop after this many requests in all.
+    #[arg(long, value_name = "N")]
+    pub requests: Option<u64>,
+    /// The workload.
+    #[arg(long, value_enum, default_value = "smtpd")]
+    pub mix: crate::bench::Mix,
+    /// The session cache that lookups and updates use.
+    #[arg(long, default_value = "smtpd")]
+    pub cache: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `replay`.
@@ -177,7 +206,42 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Client(args) => client(args),
         Command::Replay(args) => replay(args),
+        Command::Bench(args) => bench(args),
     }
+}
+
+fn bench(args: BenchArgs) -> Result<(), Failure> {
+    let duration = match (args.duration, args.requests) {
+        (Some(secs), _) => Some(
+            std::time::Duration::try_from_secs_f64(secs).map_err(|e| fail(64, format!("--duration {secs}: {e}")))?,
+        ),
+        (None, Some(_)) => None,
+        (None, None) => Some(std::time::Duration::from_secs(10)),
+    };
+    let options = crate::bench::Options {
+        socket: args.socket,
+        connections: args.connections,
+        duration,
+        requests: args.requests,
+        mix: args.mix,
+        cache: args.cache,
+    };
+    let bar = if args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template("{spinner} {pos} requests, {per_sec}, {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        )
+    };
+    let report = crate::bench::run(&options, &|done| bar.set_position(done)).map_err(|e| fail(69, e.to_string()))?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| fail(70, e.to_string()))?);
+    } else {
+        println!("{report}");
+    }
+    if report.errors == 0 { Ok(()) } else { Err(fail(1, format!("{} request(s) failed", report.errors))) }
 }
 
 fn serve(args: ServeArgs) -> Result<(), Failure> {

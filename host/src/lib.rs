@@ -22,7 +22,8 @@
 //!   core: it turns one into a call on the other and back.
 //! - [`server`]: the UNIX-socket listener and per-connection loops;
 //!   [`shutdown`] wakes it when the daemon must stop.
-//! - [`client`]: a blocking attr0 client (CLI, tests, load generator).
+//! - [`client`]: a blocking attr0 client (CLI, tests, load generator);
+//!   [`bench`]: the load generator.
 //! - [`config`]: settings from defaults, a TOML file and flags.
 //! - [`daemon`]: a started core behind the server, until shutdown.
 //! - [`postfix`]: running as Postfix's tlsmgr: master(8)'s arguments and
@@ -42,6 +43,7 @@
 //! Postfix's attr0 protocol over UNIX sockets is the only protocol so far.
 
 pub mod actor;
+pub mod bench;
 pub mod caps;
 pub mod cli;
 pub mod client;
