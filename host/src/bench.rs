@@ -186,20 +186,23 @@ pub fn run(options: &Options, progress: &(dyn Fn(u64) + Sync)) -> Result<Report,
     let started = Instant::now();
     let deadline = options.duration.map(|d| started + d);
     let shared = Shared { options, key_name: &key_name, done: &done, stop: &stop, deadline };
-    let results: Vec<(Vec<u32>, u64)> = std::thread::scope(|scope| {
+    let results: Vec<(Vec<u32>, u64, Instant)> = std::thread::scope(|scope| {
         let workers: Vec<_> =
             (0..options.connections).map(|n| scope.spawn(move || shared.connection(n as u64))).collect();
         while !workers.iter().all(|w| w.is_finished()) {
             progress(done.load(Ordering::Relaxed));
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(20));
         }
-        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| (Vec::new(), 1))).collect()
+        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| (Vec::new(), 1, Instant::now()))).collect()
     });
-    let seconds = started.elapsed().as_secs_f64();
+    // From the start to the last connection's last reply, not to when this
+    // thread noticed: the progress loop's sleep is no part of the run.
+    let finished = results.iter().map(|(_, _, end)| *end).max().unwrap_or(started);
+    let seconds = finished.duration_since(started).as_secs_f64();
     progress(done.load(Ordering::Relaxed));
 
-    let errors = results.iter().map(|(_, e)| e).sum();
-    let mut latencies: Vec<u32> = results.into_iter().flat_map(|(l, _)| l).collect();
+    let errors = results.iter().map(|(_, e, _)| e).sum();
+    let mut latencies: Vec<u32> = results.into_iter().flat_map(|(l, _, _)| l).collect();
     latencies.sort_unstable();
     let pick = |q: f64| -> u32 {
         if latencies.is_empty() {
@@ -277,8 +280,14 @@ impl Shared<'_> {
         true
     }
 
-    /// One connection's run: latencies of its requests, and its errors.
-    fn connection(&self, n: u64) -> (Vec<u32>, u64) {
+    /// One connection's run: latencies of its requests, its errors, and
+    /// when it ended.
+    fn connection(&self, n: u64) -> (Vec<u32>, u64, Instant) {
+        let (latencies, errors) = self.requests(n);
+        (latencies, errors, Instant::now())
+    }
+
+    fn requests(&self, n: u64) -> (Vec<u32>, u64) {
         let mut latencies = Vec::new();
         let Ok(mut client) = Client::connect(&self.options.socket) else {
             return (latencies, 1);

@@ -28,7 +28,7 @@ use crate::protocol::tlsmgr::{ANNOUNCEMENT, Reply, ReplyError, Request};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Connecting, reading or writing failed.
-    #[error("I/O error talking to tlskeeper: {0}")]
+    #[error("I/O error talking to the server: {0}")]
     Io(#[from] io::Error),
     /// The server closed the connection before a whole reply arrived.
     #[error("the server closed the connection")]
