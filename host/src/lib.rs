@@ -54,6 +54,7 @@ pub mod keys;
 pub mod logging;
 pub mod postfix;
 pub mod protocol;
+pub mod read;
 pub mod server;
 pub mod service;
 pub mod shutdown;

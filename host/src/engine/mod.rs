@@ -217,6 +217,20 @@ pub struct Capabilities {
     pub seed_file: Box<dyn SeedStore>,
 }
 
+impl Capabilities {
+    /// Capabilities that stand in where none are used: between a trapped
+    /// store and its replacement, and under a replay, whose tape answers
+    /// every import before they are reached.
+    pub fn inert() -> Capabilities {
+        Capabilities {
+            clock: Box::new(crate::caps::SystemClock),
+            entropy: Box::new(crate::caps::OsEntropy),
+            storage: Box::new(crate::storage::MemoryStorage::new()),
+            seed_file: Box::new(crate::caps::NoSeedFile),
+        }
+    }
+}
+
 /// What the store holds: the capabilities, the limits and the tape.
 pub struct HostState {
     caps: Capabilities,
@@ -527,19 +541,10 @@ fn instantiate(
 }
 
 impl HostState {
-    /// Capabilities that refuse everything, for the instant between a
-    /// trapped store and its replacement.
+    /// A store's state for the instant between a trapped store and its
+    /// replacement.
     fn placeholder() -> HostState {
-        HostState {
-            caps: Capabilities {
-                clock: Box::new(crate::caps::SystemClock),
-                entropy: Box::new(crate::caps::OsEntropy),
-                storage: Box::new(crate::storage::MemoryStorage::new()),
-                seed_file: Box::new(crate::caps::NoSeedFile),
-            },
-            limits: StoreLimitsBuilder::new().build(),
-            tape: Tape::Off,
-        }
+        HostState { caps: Capabilities::inert(), limits: StoreLimitsBuilder::new().build(), tape: Tape::Off }
     }
 }
 

@@ -360,7 +360,7 @@ impl FileStorage {
     }
 
     fn error(&self, e: impl fmt::Display) -> StorageError {
-        StorageError::Io(format!("{FILE_NAME} in {}: {e}", self.location))
+        StorageError::Io(format!("{}: {e}", self.describe()))
     }
 
     fn is_durable(&self, table: &str) -> bool {

@@ -54,7 +54,7 @@
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -238,7 +238,7 @@ fn effective_uid() -> u32 {
 /// describe; [`KekError::Io`] for any other failure, including permission
 /// denied.
 pub fn load(path: &Path) -> Result<Option<Kek>, KekError> {
-    let file = match OpenOptions::new()
+    let mut file = match OpenOptions::new()
         .read(true)
         // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
         // writer; it changes nothing for a regular file.
@@ -265,26 +265,8 @@ pub fn load(path: &Path) -> Result<Option<Kek>, KekError> {
 
     // One byte more than the limit, to tell "at the limit" from "over it".
     let mut buf = Zeroizing::new([0u8; MAX_FILE_LEN + 1]);
-    let len = read_up_to(file, &mut buf[..]).map_err(|e| io_error(path, "cannot read", &e))?;
+    let len = crate::read::up_to(&mut file, &mut buf[..]).map_err(|e| io_error(path, "cannot read", &e))?;
     parse(&buf[..len]).map(Some).map_err(|why| KekError::Malformed { path: path.to_owned(), why })
-}
-
-/// Fill `buf` from `file` until end of file or `buf` is full; the count.
-///
-/// `read_to_end` was rejected: it reads into a growing `Vec`, whose
-/// reallocations, and its small probe read on the stack, would leave copies
-/// of the key that nothing wipes.
-fn read_up_to(mut file: File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut len = 0;
-    while len < buf.len() {
-        match file.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(len)
 }
 
 /// The key in `content`, or why there is none (never quoting the content).

@@ -233,7 +233,7 @@ impl<R: Read> Frames<'_, R> {
             why,
         };
         let mut head = [0u8; 8];
-        match read_full(&mut self.input, &mut head).map_err(|e| self.io(e))? {
+        match crate::read::up_to(&mut self.input, &mut head).map_err(|e| self.io(e))? {
             0 => return Ok(None),
             8 => {}
             n => return Ok(Some(Err(format!("the file ends {n} byte(s) into frame {}", self.frame)))),
@@ -268,20 +268,6 @@ impl<R: Read> Frames<'_, R> {
     fn io(&self, source: io::Error) -> TraceError {
         TraceError::Io { path: self.path.to_owned(), source }
     }
-}
-
-/// Read until `buf` is full or the input ends; returns the bytes read.
-fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match input.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 #[cfg(test)]

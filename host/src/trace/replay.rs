@@ -107,17 +107,6 @@ fn short(digest: &str) -> &str {
     digest.get(..12).unwrap_or(digest)
 }
 
-/// Capabilities for a replayed core: the tape answers every import before
-/// these are reached, so they only stand in for the type.
-fn stand_ins() -> Capabilities {
-    Capabilities {
-        clock: Box::new(crate::caps::SystemClock),
-        entropy: Box::new(crate::caps::OsEntropy),
-        storage: Box::new(crate::storage::MemoryStorage::new()),
-        seed_file: Box::new(crate::caps::NoSeedFile),
-    }
-}
-
 /// Replay `trace` on `runtime`, calling `progress(done, total)` after each
 /// call.
 ///
@@ -154,7 +143,7 @@ pub fn replay(trace: Trace, runtime: &Runtime, mut progress: impl FnMut(u64, u64
     };
     let limits = Limits { fuel_per_call: header.fuel_per_call, memory_bytes: header.memory_bytes };
     let tape = Tape::Replay(crate::engine::Player::new(events, fuel_compared));
-    let mut core = Core::start_with_tape(runtime, stand_ins(), config, limits, tape)
+    let mut core = Core::start_with_tape(runtime, Capabilities::inert(), config, limits, tape)
         .map_err(|e| ReplayError::Start(e.to_string()))?;
     while let Some(player) = core.tape().player() {
         if player.divergence().is_some() {
