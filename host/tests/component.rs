@@ -6,35 +6,17 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use sha2::{Digest, Sha256};
-use tlskeeper::caps::{Entropy, EntropyError, NoSeedFile};
+use tlskeeper::caps::NoSeedFile;
 use tlskeeper::config::{CacheSettings, Settings};
 use tlskeeper::engine::{CallError, Capabilities, Core, CoreError, EngineError, Limits};
 use tlskeeper::storage::MemoryStorage;
 
-use common::{ScriptedClock, runtime};
-
-/// Deterministic "entropy": SHA-256 in counter mode over a seed.
-struct SeededEntropy {
-    seed: u64,
-    counter: u64,
-}
-
-impl Entropy for SeededEntropy {
-    fn fill(&mut self, buf: &mut [u8]) -> Result<(), EntropyError> {
-        for chunk in buf.chunks_mut(32) {
-            let block = Sha256::new().chain_update(self.seed.to_be_bytes()).chain_update(self.counter.to_be_bytes());
-            self.counter += 1;
-            chunk.copy_from_slice(&block.finalize()[..chunk.len()]);
-        }
-        Ok(())
-    }
-}
+use common::{ScriptedClock, SeededEntropy, runtime};
 
 fn seeded_core(seed: u64, clock: &ScriptedClock, settings: &Settings) -> Core {
     let caps = Capabilities {
         clock: Box::new(clock.clone()),
-        entropy: Box::new(SeededEntropy { seed, counter: 0 }),
+        entropy: Box::new(SeededEntropy::new(seed)),
         storage: Box::new(MemoryStorage::new()),
         seed_file: Box::new(NoSeedFile),
     };

@@ -20,26 +20,12 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use common::{BIN, Daemon, ScriptedClock, cli_client, ok_stdout, runtime};
-use tlskeeper::caps::{NoSeedFile, OsEntropy};
+use common::{BIN, Daemon, ScriptedClock, caps, cli_client, ok_stdout, recording, runtime};
 use tlskeeper::config::Settings;
-use tlskeeper::engine::{Capabilities, Core, Runtime, Tape};
-use tlskeeper::storage::MemoryStorage;
+use tlskeeper::engine::Runtime;
 use tlskeeper::trace::file::{TraceWriter, read};
 use tlskeeper::trace::replay::replay;
 use tlskeeper::trace::{Call, Event};
-
-/// A core recording to a new trace at `path`, on `clock`, in memory.
-fn recording_core(path: &Path, clock: &ScriptedClock, settings: &Settings) -> Core {
-    let writer = TraceWriter::create(path, &runtime().trace_header(settings.limits())).unwrap();
-    let caps = Capabilities {
-        clock: Box::new(clock.clone()),
-        entropy: Box::new(OsEntropy),
-        storage: Box::new(MemoryStorage::new()),
-        seed_file: Box::new(NoSeedFile),
-    };
-    Core::start_with_tape(runtime(), caps, settings.core_config(), settings.limits(), Tape::Record(writer)).unwrap()
-}
 
 fn replay_file(path: &Path, runtime: &Runtime) -> tlskeeper::trace::replay::Report {
     replay(read(path).unwrap(), runtime, |_, _| {}).unwrap()
@@ -94,7 +80,7 @@ proptest! {
         let mut settings = Settings::default();
         settings.caches.get_mut("lmtp").unwrap().enabled = false;
         settings.caches.get_mut("smtp").unwrap().max_entries = 4;
-        let mut core = recording_core(&path, &clock, &settings);
+        let mut core = recording(&path, &settings, caps(&clock));
         let mut names: Vec<Vec<u8>> = Vec::new();
         let mut calls = 1; // configure
         for op in ops {
@@ -162,7 +148,7 @@ fn a_changed_core_diverges_at_the_call_that_shows_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.trace");
     let clock = ScriptedClock::new();
-    let mut core = recording_core(&path, &clock, &Settings::default());
+    let mut core = recording(&path, &Settings::default(), caps(&clock));
     core.seed(32).unwrap(); // call 2 (configure is call 1)
     core.update("smtpd", "a", b"session").unwrap(); // 3
     core.ticket_key(None).unwrap(); // 4
@@ -247,7 +233,7 @@ fn cut_off_and_damaged_traces() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.trace");
     let clock = ScriptedClock::new();
-    let mut core = recording_core(&path, &clock, &Settings::default());
+    let mut core = recording(&path, &Settings::default(), caps(&clock));
     for n in 1..=20 {
         core.seed(n).unwrap();
     }
@@ -294,7 +280,7 @@ fn an_import_that_differs_is_reported_at_its_call() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.trace");
     let clock = ScriptedClock::new();
-    let mut core = recording_core(&path, &clock, &Settings::default());
+    let mut core = recording(&path, &Settings::default(), caps(&clock));
     core.seed(32).unwrap(); // 2
     core.update("smtpd", "a", b"session").unwrap(); // 3
     core.lookup("smtpd", "a").unwrap(); // 4
@@ -328,7 +314,7 @@ fn traps_and_recovery_replay_identically() {
     // here; a budget below it and above the rest traps exactly that call.
     let run = |path: &Path, settings: &Settings| {
         let clock = ScriptedClock::new();
-        let mut core = recording_core(path, &clock, settings);
+        let mut core = recording(path, settings, caps(&clock));
         let before = core.update("smtpd", "a", b"session");
         let heavy = core.seed(8).map(drop);
         let after = core.update("smtpd", "b", b"session");

@@ -65,14 +65,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sha2::{Digest, Sha256};
-use tlskeeper::caps::{Entropy, EntropyError, NoSeedFile, SeedStore};
+use tlskeeper::caps::{NoSeedFile, SeedStore};
 use tlskeeper::config::{CacheSettings, Settings};
-use tlskeeper::engine::{CallError, Capabilities, Core, CoreError, Tape};
+use tlskeeper::engine::{CallError, Capabilities, Core, CoreError};
 use tlskeeper::storage::{Entry, MemoryStorage, Storage, StorageError, TableStat};
-use tlskeeper::trace::file::{self, TraceWriter};
+use tlskeeper::trace::file;
 use tlskeeper::trace::replay::replay;
 
-use common::{START_SECS, ScriptedClock, runtime};
+use common::{START_SECS, ScriptedClock, SeededEntropy, recording, runtime};
 
 const KEY_LIFE: &str = "key-life.trace";
 const CACHE_FILL: &str = "cache-fill-and-eviction.trace";
@@ -90,23 +90,6 @@ const KEY_TABLE: &str = "tktkey";
 // ---------------------------------------------------------------------------
 // Deterministic capabilities.
 // ---------------------------------------------------------------------------
-
-/// Deterministic "entropy": SHA-256 in counter mode over a seed.
-struct SeededEntropy {
-    seed: u64,
-    counter: u64,
-}
-
-impl Entropy for SeededEntropy {
-    fn fill(&mut self, buf: &mut [u8]) -> Result<(), EntropyError> {
-        for chunk in buf.chunks_mut(32) {
-            let block = Sha256::new().chain_update(self.seed.to_be_bytes()).chain_update(self.counter.to_be_bytes());
-            self.counter += 1;
-            chunk.copy_from_slice(&block.finalize()[..chunk.len()]);
-        }
-        Ok(())
-    }
-}
 
 /// In-memory storage that outlives the core using it (for the restart
 /// scenario) and that a scenario can inspect.
@@ -190,18 +173,10 @@ fn caps(
 ) -> Capabilities {
     Capabilities {
         clock: Box::new(clock.clone()),
-        entropy: Box::new(SeededEntropy { seed: entropy_seed, counter: 0 }),
+        entropy: Box::new(SeededEntropy::new(entropy_seed)),
         storage: Box::new(storage.clone()),
         seed_file,
     }
-}
-
-/// A core recording to the new file `path`.
-fn recording(path: &Path, settings: &Settings, caps: Capabilities) -> Core {
-    let writer =
-        TraceWriter::create(path, &runtime().trace_header(settings.limits())).unwrap_or_else(|e| panic!("{e}"));
-    Core::start_with_tape(runtime(), caps, settings.core_config(), settings.limits(), Tape::Record(writer))
-        .expect("core starts")
 }
 
 /// End a recording. A failed write to the trace stops the recording with

@@ -17,13 +17,15 @@ use std::thread;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tlskeeper::caps::{Clock, NoSeedFile, OsEntropy};
+use sha2::{Digest, Sha256};
+use tlskeeper::caps::{Clock, Entropy, EntropyError, NoSeedFile, OsEntropy};
 use tlskeeper::client::Client;
 use tlskeeper::config::Settings;
-use tlskeeper::engine::{Capabilities, Core, Runtime};
+use tlskeeper::engine::{Capabilities, Core, Runtime, Tape};
 use tlskeeper::service::Service;
 use tlskeeper::shutdown::Shutdown;
 use tlskeeper::storage::MemoryStorage;
+use tlskeeper::trace::file::TraceWriter;
 
 /// The compiled component, shared by all tests of one binary (compiling it
 /// is the slowest step of a test).
@@ -54,6 +56,39 @@ impl Clock for ScriptedClock {
     fn now_nanos(&mut self) -> u64 {
         self.0.load(Ordering::SeqCst)
     }
+}
+
+/// Deterministic "entropy": SHA-256 in counter mode over a seed, so a run
+/// can be repeated bit for bit while two seeds give different streams.
+pub struct SeededEntropy {
+    seed: u64,
+    counter: u64,
+}
+
+impl SeededEntropy {
+    pub fn new(seed: u64) -> SeededEntropy {
+        SeededEntropy { seed, counter: 0 }
+    }
+}
+
+impl Entropy for SeededEntropy {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), EntropyError> {
+        for chunk in buf.chunks_mut(32) {
+            let block = Sha256::new().chain_update(self.seed.to_be_bytes()).chain_update(self.counter.to_be_bytes());
+            self.counter += 1;
+            chunk.copy_from_slice(&block.finalize()[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+/// A core over `caps` recording every boundary event to the new trace file
+/// `path`.
+pub fn recording(path: &Path, settings: &Settings, caps: Capabilities) -> Core {
+    let writer =
+        TraceWriter::create(path, &runtime().trace_header(settings.limits())).unwrap_or_else(|e| panic!("{e}"));
+    Core::start_with_tape(runtime(), caps, settings.core_config(), settings.limits(), Tape::Record(writer))
+        .expect("core starts")
 }
 
 /// Capabilities with OS entropy, in-memory storage and `clock`.
