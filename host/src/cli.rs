@@ -290,19 +290,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         storage: state.storage,
         seed_file: state.seed_file,
     };
-    let listener = crate::server::bind(&settings.socket, mode).map_err(|e| fail(73, e.to_string()))?;
-    let daemon = Daemon {
-        runtime,
-        caps,
-        socket_label: settings.socket.display().to_string(),
-        socket_file: Some(settings.socket.clone()),
-        settings,
-        listeners: vec![listener],
-        logged_caches: Vec::new(),
-        shutdown,
-        started,
-        tape,
-    };
+    let daemon = Daemon::on_own_socket(runtime, caps, settings, mode, shutdown, started, tape)?;
     crate::daemon::run(daemon).map_err(Failure::from)
 }
 

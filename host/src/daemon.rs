@@ -51,6 +51,38 @@ pub struct Daemon {
     pub tape: Tape,
 }
 
+impl Daemon {
+    /// A daemon on a socket of its own at `settings.socket`, bound here
+    /// with `mode` and removed at exit: how `tlskeeper serve` runs.
+    ///
+    /// # Errors
+    ///
+    /// A [`Failure`] (status 73) when the socket cannot be bound.
+    pub fn on_own_socket(
+        runtime: Runtime,
+        caps: Capabilities,
+        settings: Settings,
+        mode: u32,
+        shutdown: Arc<Shutdown>,
+        started: Instant,
+        tape: Tape,
+    ) -> Result<Daemon, Failure> {
+        let listener = crate::server::bind(&settings.socket, mode).map_err(|e| fail(73, e.to_string()))?;
+        Ok(Daemon {
+            runtime,
+            caps,
+            socket_label: settings.socket.display().to_string(),
+            socket_file: Some(settings.socket.clone()),
+            settings,
+            listeners: vec![listener],
+            logged_caches: Vec::new(),
+            shutdown,
+            started,
+            tape,
+        })
+    }
+}
+
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

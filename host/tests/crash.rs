@@ -182,24 +182,15 @@ fn crash_daemon() {
             std::process::exit(e.status());
         }
     };
-    let listener = tlskeeper::server::bind(&settings.socket, 0o600).unwrap();
-    let daemon = tlskeeper::daemon::Daemon {
-        runtime,
-        caps: Capabilities {
-            clock: Box::new(FastClock { real0 }),
-            entropy: Box::new(OsEntropy),
-            storage: state.storage,
-            seed_file: Box::new(SeedWitness { inner: state.seed_file, linger: std::env::var_os(ENV_LINGER).is_some() }),
-        },
-        socket_label: settings.socket.display().to_string(),
-        socket_file: Some(settings.socket.clone()),
-        settings,
-        listeners: vec![listener],
-        logged_caches: Vec::new(),
-        shutdown,
-        started,
-        tape: Default::default(),
+    let caps = Capabilities {
+        clock: Box::new(FastClock { real0 }),
+        entropy: Box::new(OsEntropy),
+        storage: state.storage,
+        seed_file: Box::new(SeedWitness { inner: state.seed_file, linger: std::env::var_os(ENV_LINGER).is_some() }),
     };
+    let daemon =
+        tlskeeper::daemon::Daemon::on_own_socket(runtime, caps, settings, 0o600, shutdown, started, Default::default())
+            .unwrap();
     tlskeeper::daemon::run(daemon).unwrap();
 }
 
