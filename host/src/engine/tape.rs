@@ -84,11 +84,6 @@ impl Player {
         self.calls
     }
 
-    /// Events left.
-    pub fn remaining(&self) -> usize {
-        self.events.len() - self.pos
-    }
-
     /// The first divergence, once there is one.
     pub fn divergence(&self) -> Option<&Divergence> {
         self.divergence.as_ref()
