@@ -1,4 +1,4 @@
-//! The running daemon: a started core, its actor, the service and the
+//! The running daemon: a started core, its caretaker, the service and the
 //! server loop, from the first accept to the last flush.
 //!
 //! Both ways of starting tlskeeper end here: `tlskeeper serve` (TOML
@@ -146,7 +146,7 @@ pub fn run(daemon: Daemon) -> Result<(), RunError> {
     } = daemon;
     let core = Core::start_with_tape(&runtime, caps, settings.core_config(), settings.limits(), tape)
         .map_err(|e| RunError::Core(e.to_string()))?;
-    let (actor, actor_thread) = crate::actor::spawn(core).map_err(RunError::Thread)?;
+    let (core, caretaker) = crate::shared_core::spawn(core).map_err(RunError::Thread)?;
     tracing::info!(
         "tlskeeper {} serving {} (core {}, ready in {} ms)",
         env!("CARGO_PKG_VERSION"),
@@ -158,15 +158,16 @@ pub fn run(daemon: Daemon) -> Result<(), RunError> {
         started.elapsed().as_millis()
     );
 
-    let service = Service::new(actor).with_cache_logging(logged_caches);
+    let service = Service::new(core).with_cache_logging(logged_caches);
     let served = crate::server::serve(&listeners, &service, &settings.server(), &shutdown);
     if let Some(path) = socket_file {
         let _ = std::fs::remove_file(path);
     }
-    // The actor ends once the last handle is gone: ours, and those of the
-    // connection threads the server has just shut down.
+    // The caretaker checkpoints and drops the core once the last handle is
+    // gone: ours, and those of the connection threads the server has just
+    // shut down.
     drop(service);
-    let _ = actor_thread.join();
+    let _ = caretaker.join();
     tracing::info!("tlskeeper stopped");
     served.map_err(RunError::Listener)
 }

@@ -16,8 +16,8 @@
 //!   export calls. Knows nothing of protocols.
 //! - [`caps`] and [`storage`]: the capabilities the core runs on;
 //!   [`state`] opens the durable ones (the sealed store, the seed file).
-//! - [`actor`]: the one thread that owns the core; everyone else sends it
-//!   typed calls.
+//! - [`shared_core`]: the core behind one lock, called by the connection
+//!   threads in turn, and the caretaker thread for its periodic work.
 //! - [`service`]: the only module that sees both a protocol request and the
 //!   core: it turns one into a call on the other and back.
 //! - [`server`]: the UNIX-socket listener and per-connection loops;
@@ -42,7 +42,6 @@
 //!
 //! Postfix's attr0 protocol over UNIX sockets is the only protocol so far.
 
-pub mod actor;
 pub mod bench;
 pub mod caps;
 pub mod cli;
@@ -57,6 +56,7 @@ pub mod protocol;
 pub mod read;
 pub mod server;
 pub mod service;
+pub mod shared_core;
 pub mod shutdown;
 pub mod state;
 pub mod storage;

@@ -25,28 +25,28 @@
 //!
 //! # Limitations
 //!
-//! Blocking: each call waits for the core's actor.
+//! Blocking: each call waits for the core's lock.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::actor::{ActorGone, ActorHandle};
 use crate::engine::{CallError, CoreError};
 use crate::protocol::keybuf;
 use crate::protocol::tlsmgr::{Reply, Request, RequestKind, Status};
+use crate::shared_core::{CoreGone, SharedCore};
 
 /// Turns requests into core calls.
 #[derive(Clone)]
 pub struct Service {
-    actor: ActorHandle,
+    core: SharedCore,
     /// Caches whose operations are logged one by one.
     logged_caches: Arc<BTreeSet<String>>,
 }
 
 impl Service {
-    /// A service over the core behind `actor`.
-    pub fn new(actor: ActorHandle) -> Self {
-        Service { actor, logged_caches: Arc::default() }
+    /// A service over `core`.
+    pub fn new(core: SharedCore) -> Self {
+        Service { core, logged_caches: Arc::default() }
     }
 
     /// Log each lookup, update and delete on the caches named in `caches`
@@ -64,14 +64,14 @@ impl Service {
     /// Answer one request.
     pub fn handle(&self, request: Request) -> Reply {
         match request {
-            Request::Seed { size } => match self.actor.call(move |core| core.seed(size)) {
+            Request::Seed { size } => match self.core.call(move |core| core.seed(size)) {
                 Ok(Ok(seed)) => Reply::Seed { status: Status::Ok, seed: seed.into() },
                 outcome => {
                     warn_refusal(RequestKind::Seed, outcome);
                     Reply::failure(RequestKind::Seed)
                 }
             },
-            Request::Policy { cache_type } => match self.actor.call(move |core| core.policy(&cache_type)) {
+            Request::Policy { cache_type } => match self.core.call(move |core| core.policy(&cache_type)) {
                 Ok(Ok(p)) => Reply::Policy { status: Status::Ok, cachable: p.cachable, timeout: p.timeout_secs },
                 outcome => {
                     warn_refusal(RequestKind::Policy, outcome);
@@ -82,7 +82,7 @@ impl Service {
                 if self.logs(&cache_type) {
                     tracing::info!("lookup {cache_type} session id={cache_id}");
                 }
-                match self.actor.call(move |core| core.lookup(&cache_type, &cache_id)) {
+                match self.core.call(move |core| core.lookup(&cache_type, &cache_id)) {
                     Ok(Ok(Some(session))) => Reply::Lookup { status: Status::Ok, session: session.into() },
                     Ok(Ok(None)) => Reply::Lookup { status: Status::Err, session: Vec::new().into() },
                     outcome => {
@@ -95,7 +95,7 @@ impl Service {
                 if self.logs(&cache_type) {
                     tracing::info!("put {cache_type} session id={cache_id} [data {} bytes]", session.len());
                 }
-                let outcome = self.actor.call(move |core| core.update(&cache_type, &cache_id, &session));
+                let outcome = self.core.call(move |core| core.update(&cache_type, &cache_id, &session));
                 let status = match outcome {
                     Ok(Ok(())) => Status::Ok,
                     // Understood but not saved: tlsmgr's meaning of ERR.
@@ -111,7 +111,7 @@ impl Service {
                 if self.logs(&cache_type) {
                     tracing::info!("delete {cache_type} session id={cache_id}");
                 }
-                let status = match self.actor.call(move |core| core.delete(&cache_type, &cache_id)) {
+                let status = match self.core.call(move |core| core.delete(&cache_type, &cache_id)) {
                     Ok(Ok(true)) => Status::Ok,
                     Ok(Ok(false)) => Status::Err,
                     outcome => {
@@ -127,7 +127,7 @@ impl Service {
 
     fn ticket_key(&self, key_name: Vec<u8>) -> Reply {
         let name = (!key_name.is_empty()).then(|| key_name.clone());
-        match self.actor.call(move |core| core.ticket_key(name.as_deref())) {
+        match self.core.call(move |core| core.ticket_key(name.as_deref())) {
             Ok(Ok(Some(key))) => {
                 let buf = keybuf::encode(&key);
                 Reply::TicketKey { status: Status::Ok, keybuf: buf.to_vec().into() }
@@ -148,7 +148,7 @@ impl Service {
 /// Log why a request failed, in tlsmgr's words where tlsmgr has them. A
 /// disabled cache is not worth a line (tlsmgr is silent too: clients ask
 /// `policy` first and only then use a cache).
-fn warn_refusal<T>(kind: RequestKind, outcome: Result<Result<T, CallError>, ActorGone>) {
+fn warn_refusal<T>(kind: RequestKind, outcome: Result<Result<T, CallError>, CoreGone>) {
     match outcome {
         Ok(Ok(_)) | Ok(Err(CallError::Refused(CoreError::CacheDisabled(_)))) => {}
         Ok(Err(CallError::Refused(CoreError::UnknownCache(name)))) => {

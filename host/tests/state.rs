@@ -200,7 +200,7 @@ fn keys_sessions_and_the_seed_survive_a_restart() {
     assert_eq!(lookup, format!("status=OK session={session_hex}"));
 
     // The first housekeeping takes the seed (removing it) and saves a new
-    // one; the actor runs it concurrently with the requests above.
+    // one; the caretaker runs it concurrently with the requests above.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match fs::read(&seed_path) {

@@ -23,11 +23,13 @@
 //!
 //! # Limitations
 //!
-//! Synchronous: a slow backend stalls the core's actor thread.
+//! Synchronous: a slow backend holds the core's lock, and so every
+//! request, for as long as it takes.
 
 pub mod file;
 pub mod kek;
 pub mod memory;
+pub mod overlay;
 pub mod sealed;
 pub mod split;
 

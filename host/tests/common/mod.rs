@@ -126,17 +126,17 @@ impl TestServer {
         let clock = ScriptedClock::new();
         let core =
             Core::start(runtime(), caps(&clock), settings.core_config(), settings.limits()).expect("core starts");
-        let (actor, actor_thread) = tlskeeper::actor::spawn(core).expect("actor starts");
+        let (core, caretaker) = tlskeeper::shared_core::spawn(core).expect("caretaker starts");
         let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
         let shutdown = Arc::new(Shutdown::new().expect("shutdown pipe"));
         let flag = Arc::clone(&shutdown);
         let server_settings = settings.server();
         let thread = std::thread::spawn(move || {
-            let service = Service::new(actor);
+            let service = Service::new(core);
             tlskeeper::server::serve(&[listener], &service, &server_settings, &flag).expect("serve");
-            // The actor stops once the last connection thread drops its
+            // The core stops once the last connection thread drops its
             // handle; a test must not wait for clients it still holds.
-            drop((service, actor_thread));
+            drop((service, caretaker));
         });
         TestServer { dir, socket, clock, shutdown, thread: Some(thread) }
     }
