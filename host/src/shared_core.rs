@@ -1,54 +1,50 @@
-//! The shared core: one [`Core`], called by the connection threads in turn,
-//! and a caretaker thread for its periodic work.
+//! The shared core: one [`Core`] behind a lock, called by the server's
+//! event loops, and a caretaker thread for its periodic work.
 //!
-//! A connection thread that has decoded a request calls [`SharedCore::call`]
-//! with a closure over the core. If the core is free, the thread takes it
-//! and runs the closure itself. If another thread holds it, the closure is
-//! queued and the caller sleeps; the holder runs every queued closure before
-//! letting go (it "combines" them), and wakes each caller as its result is
-//! ready. Calls are therefore made one at a time, and the order they run in
-//! is the total order a trace records.
-//!
-//! The caretaker thread calls the core the same way for housekeeping, one
+//! A server thread that has decoded a request takes the lock, makes the one
+//! export call, and lets go. Calls are therefore made one at a time, and the
+//! order in which they take the lock is the total order a trace records.
+//! The caretaker thread takes the same lock for the core's housekeeping, one
 //! bounded batch at a time, and about once a second ([`FLUSH_INTERVAL`])
 //! asks storage to make recent writes durable (session writes are not
 //! fsynced one by one, so a crash loses at most that much of them). When the
 //! last handle goes, it checkpoints the core (which saves a fresh seed) and
 //! drops it, which flushes the store.
 //!
-//! Two designs were measured and rejected:
-//! - an actor thread that owned the core and ran closures sent down a
-//!   channel: every request cost two extra thread wake-ups (to the actor and
-//!   back), half of all CPU time under load on a two-core machine, which held
-//!   the daemon to a quarter of a do-nothing server's rate;
-//! - a plain lock: free when uncontended, but with 16 busy connections the
-//!   threads that happened to be running kept winning it, and p99 latency
-//!   was 60 times the median (3 ms). Handing the lock over fairly at every
-//!   release fixed that and halved throughput, each hand-over waiting for a
-//!   sleeping thread to be scheduled.
+//! An actor thread that owned the core and ran closures sent down a channel
+//! was the first design, and was rejected once measured: every request cost
+//! two extra thread wake-ups (to the actor and back), half of all CPU time
+//! under load on a two-core machine, which held the daemon to a quarter of a
+//! do-nothing server's rate. A lock costs nothing when it is free, and with
+//! the server's few event-loop threads it mostly is.
 //!
-//! Combining keeps the lock's free fast path and serves queued calls in
-//! arrival order, by a thread that is already running. A holder runs only
-//! the calls queued when it looks (at most one per connection), then lets
-//! go and wakes the next queued caller to take over, so that no caller's own
-//! reply waits behind an endless stream of other people's calls.
+//! Fairness matters when housekeeping has a long backlog (a sweep of a
+//! million expired sessions): after each batch and each flush the caretaker
+//! hands the lock straight to a waiting server thread
+//! ([`MutexGuard::unlock_fair`]) instead of taking it back at once, so a
+//! request waits for at most one batch. Server threads let go normally: a
+//! fair hand-over on every call was measured to halve throughput, each one
+//! waiting for a sleeping thread to be scheduled.
 //!
 //! # Security
 //!
-//! Calls come only from this process's own code (service, CLI); this module
+//! Calls come only from this process's own code (server, CLI); this module
 //! adds no trust boundary of its own.
 //!
 //! # Limitations
 //!
 //! A panic in a call (a bug in the host, since a fault in the guest is a
-//! trap, not a panic) poisons the core: the store may have been left halfway
-//! through a call, so that call's thread unwinds, every queued and later call
-//! fails with [`CoreGone`], and the caretaker stops.
+//! trap, not a panic) unwinds the calling thread and marks the core gone:
+//! the store may have been left halfway through a call, so every later call
+//! fails with [`CoreGone`] rather than trust it, and the caretaker stops.
+//! Storage still flushes when the core is dropped.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError, mpsc};
-use std::thread::{self, Thread};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread;
 use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::engine::Core;
 
@@ -60,113 +56,38 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 #[error("the core is no longer available (an earlier call panicked)")]
 pub struct CoreGone;
 
-type Job = Box<dyn FnOnce(&mut Core) + Send>;
-
-/// A call waiting for the core, and the thread to wake when it has run (or
-/// has been dropped unrun, when the core is poisoned).
-struct Queued {
-    job: Job,
-    caller: Thread,
-}
-
-/// The core and the calls waiting for it.
+/// The core and whether a panic has left it unusable.
 struct Guarded {
-    /// Poisoned by a call that panicked.
     core: Mutex<Core>,
-    queue: Mutex<VecDeque<Queued>>,
+    poisoned: AtomicBool,
 }
 
 impl Guarded {
-    /// Take the queue lock. Its critical sections are pushes and swaps,
-    /// which cannot panic halfway, so a poisoned queue is still whole.
-    fn queue(&self) -> MutexGuard<'_, VecDeque<Queued>> {
-        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Run `f`, on this thread if the core is free, otherwise by whichever
-    /// thread holds it.
-    fn call<T: Send + 'static>(&self, f: impl FnOnce(&mut Core) -> T + Send + 'static) -> Result<T, CoreGone> {
-        match self.core.try_lock() {
-            Ok(mut core) => {
-                let unwinding = UnwindGuard { guarded: self, batch: VecDeque::new() };
-                let value = f(&mut core);
-                drop(unwinding);
-                self.combine(core);
-                return Ok(value);
-            }
-            Err(TryLockError::Poisoned(_)) => return Err(CoreGone),
-            Err(TryLockError::WouldBlock) => {}
-        }
-        let (tx, rx) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move |core| {
-            let _ = tx.send(f(core));
-        });
-        self.queue().push_back(Queued { job, caller: thread::current() });
-        loop {
-            // The holder may have let go between our try_lock and the push,
-            // without seeing our call: then it is ours to run.
-            match self.core.try_lock() {
-                Ok(core) => self.combine(core),
-                Err(TryLockError::Poisoned(_)) => {
-                    // Our call was dropped unrun, or is about to be; either
-                    // way it will not run now.
-                    return rx.try_recv().map_err(|_| CoreGone);
+    /// Run `f` on the locked core, marking the core gone if `f` panics;
+    /// returns the guard too, so the caller chooses how to let go.
+    fn with<T>(&self, f: impl FnOnce(&mut Core) -> T) -> Result<(T, MutexGuard<'_, Core>), CoreGone> {
+        /// Sets the flag when dropped during unwinding, while the lock is
+        /// still held: no other call can run before it is set.
+        struct PoisonOnPanic<'a>(&'a AtomicBool);
+        impl Drop for PoisonOnPanic<'_> {
+            fn drop(&mut self) {
+                if thread::panicking() {
+                    self.0.store(true, Ordering::Release);
                 }
-                Err(TryLockError::WouldBlock) => {}
-            }
-            match rx.try_recv() {
-                Ok(value) => return Ok(value),
-                // Ran, but the job was dropped before sending: poisoned.
-                Err(mpsc::TryRecvError::Disconnected) => return Err(CoreGone),
-                // Wakes are tokens: one given before we park is not lost,
-                // and a spurious one just goes round again.
-                Err(mpsc::TryRecvError::Empty) => thread::park(),
             }
         }
-    }
-
-    /// With the core held: run the calls queued now, let go, and hand over
-    /// to the next queued caller if more arrived meanwhile.
-    fn combine(&self, mut core: MutexGuard<'_, Core>) {
-        let batch = std::mem::take(&mut *self.queue());
-        let mut unwinding = UnwindGuard { guarded: self, batch };
-        while let Some(Queued { job, caller }) = unwinding.batch.pop_front() {
-            job(&mut core);
-            caller.unpark();
+        let mut guard = self.core.lock();
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(CoreGone);
         }
-        drop(unwinding);
-        drop(core);
-        // Calls queued while we ran: wake the first so that it takes the
-        // core (or finds that someone else has).
-        if let Some(next) = self.queue().front() {
-            next.caller.unpark();
-        }
+        let watch = PoisonOnPanic(&self.poisoned);
+        let value = f(&mut guard);
+        drop(watch);
+        Ok((value, guard))
     }
 }
 
-/// Drops every waiting call unrun, and wakes its caller, when a call panics
-/// while holding the core: each woken caller finds its call gone and reports
-/// [`CoreGone`], as does every later one (the panic poisons the core's
-/// mutex as it unwinds through the guard).
-struct UnwindGuard<'a> {
-    guarded: &'a Guarded,
-    batch: VecDeque<Queued>,
-}
-
-impl Drop for UnwindGuard<'_> {
-    fn drop(&mut self) {
-        if !thread::panicking() {
-            return;
-        }
-        let waiting = std::mem::take(&mut *self.guarded.queue());
-        for Queued { job, caller } in self.batch.drain(..).chain(waiting) {
-            drop(job);
-            caller.unpark();
-        }
-    }
-}
-
-/// The handle: cheap to clone, one per connection thread.
+/// The handle: cheap to clone, one per server thread.
 #[derive(Clone)]
 pub struct SharedCore {
     inner: Arc<Handles>,
@@ -182,14 +103,13 @@ struct Handles {
 }
 
 impl SharedCore {
-    /// Run `f` on the core and return its result, waiting for the core if
-    /// another call holds it.
+    /// Run `f` on the core, waiting for the lock.
     ///
     /// # Errors
     ///
     /// [`CoreGone`] when an earlier call panicked.
-    pub fn call<T: Send + 'static>(&self, f: impl FnOnce(&mut Core) -> T + Send + 'static) -> Result<T, CoreGone> {
-        self.inner.core.call(f)
+    pub fn call<T>(&self, f: impl FnOnce(&mut Core) -> T) -> Result<T, CoreGone> {
+        self.inner.core.with(f).map(|(value, _guard)| value)
     }
 }
 
@@ -200,16 +120,22 @@ impl SharedCore {
 ///
 /// When the OS cannot create the thread.
 pub fn spawn(core: Core) -> std::io::Result<(SharedCore, thread::JoinHandle<()>)> {
-    let core = Arc::new(Guarded { core: Mutex::new(core), queue: Mutex::default() });
+    let core = Arc::new(Guarded { core: Mutex::new(core), poisoned: AtomicBool::new(false) });
     let (alive, closed) = mpsc::channel::<()>();
     let caretaker = Arc::clone(&core);
     let thread = thread::Builder::new().name("tlskeeper-core".into()).spawn(move || care(&caretaker, &closed))?;
     Ok((SharedCore { inner: Arc::new(Handles { core, _alive: alive }) }, thread))
 }
 
+/// Run `f` as the caretaker, then hand the lock to a waiting server thread.
+fn fairly<T>(core: &Guarded, f: impl FnOnce(&mut Core) -> T) -> Result<T, CoreGone> {
+    let (value, guard) = core.with(f)?;
+    MutexGuard::unlock_fair(guard);
+    Ok(value)
+}
+
 /// The caretaker's loop: housekeeping when the core asks for it, flushes
-/// every [`FLUSH_INTERVAL`], a checkpoint at the end. Each is one call, so
-/// requests queued behind a housekeeping batch run as soon as it ends.
+/// every [`FLUSH_INTERVAL`], a checkpoint at the end.
 fn care(core: &Guarded, closed: &mpsc::Receiver<()>) {
     // Housekeeping runs once at start (it also instantiates the DRBG, so the
     // first seed request does not pay for it).
@@ -222,14 +148,14 @@ fn care(core: &Guarded, closed: &mpsc::Receiver<()>) {
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 // The last chance to leave a fresh seed for the next run; the
                 // store flushes when the core drops, with our reference.
-                if let Ok(Err(e)) = core.call(Core::checkpoint) {
+                if let Ok(Err(e)) = fairly(core, Core::checkpoint) {
                     tracing::warn!("{e}");
                 }
                 return;
             }
         }
         if Instant::now() >= next_housekeeping {
-            let Ok(outcome) = core.call(Core::housekeeping) else { return };
+            let Ok(outcome) = fairly(core, Core::housekeeping) else { return };
             let delay = match outcome {
                 Ok(ms) => Duration::from_millis(ms),
                 Err(e) => {
@@ -240,7 +166,7 @@ fn care(core: &Guarded, closed: &mpsc::Receiver<()>) {
             next_housekeeping = Instant::now() + delay;
         }
         if Instant::now() >= next_flush {
-            let Ok(outcome) = core.call(Core::flush_storage) else { return };
+            let Ok(outcome) = fairly(core, Core::flush_storage) else { return };
             if let Err(e) = outcome {
                 tracing::warn!("cannot make stored sessions durable: {e}; retrying in {FLUSH_INTERVAL:?}");
             }

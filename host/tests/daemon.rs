@@ -14,7 +14,7 @@ use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 
 use std::process::Command;
-use std::sync::mpsc;
+use std::sync::{Arc, Barrier, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 use common::{BIN, Daemon, START_SECS, TestServer, cli_client, ok_stdout, stdout};
+use tlskeeper::config::Settings;
 use tlskeeper::protocol::tlsmgr::{Reply, Request, Status};
 
 // ---------------------------------------------------------------------------
@@ -703,6 +704,252 @@ fn concurrent_clients_each_see_their_own_sessions() {
                 other => panic!("{other:?}"),
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 9a: connection handling in the event loop.
+// ---------------------------------------------------------------------------
+
+/// How long a test waits for the server to notice something asynchronous
+/// (a close, a timeout) before it fails.
+const NOTICE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Reads from `s` until the server closes it and returns everything read.
+/// A reset counts as a close (Linux reports one when our bytes were left
+/// unread); anything else, a timeout included, fails the test.
+fn read_until_closed(s: &mut UnixStream, what: &str) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return got,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!("{what}: the server did not close the connection ({e}); read so far: {}", show(&got)),
+        }
+    }
+}
+
+/// A new connection the server accepted and announced itself on, or `None`
+/// when it closed the connection instead (nothing but a prefix of the
+/// announcement arrived).
+fn try_connect(server: &TestServer) -> Option<Raw> {
+    let mut s = server.raw();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 64];
+    while buf.len() < ANNOUNCEMENT.len() {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!("neither an announcement nor a close ({e}); read so far: {}", show(&buf)),
+        }
+    }
+    if buf.len() < ANNOUNCEMENT.len() {
+        assert!(ANNOUNCEMENT.starts_with(&buf), "a refused connection got {}", show(&buf));
+        return None;
+    }
+    assert_eq!(show(&buf[..ANNOUNCEMENT.len()]), show(ANNOUNCEMENT));
+    Some(Raw { s, buf: buf.split_off(ANNOUNCEMENT.len()) })
+}
+
+/// Connects until the server accepts (it frees a slot only once it has
+/// noticed a close), failing after [`NOTICE_DEADLINE`].
+fn connect_once_accepted(server: &TestServer, what: &str) -> Raw {
+    let deadline = Instant::now() + NOTICE_DEADLINE;
+    loop {
+        if let Some(raw) = try_connect(server) {
+            return raw;
+        }
+        assert!(Instant::now() < deadline, "{what}: no connection accepted within {NOTICE_DEADLINE:?}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Asserts the server closes a new connection without serving it: a
+/// request sent on it gets no reply, at most (part of) the announcement.
+fn expect_refused(server: &TestServer, what: &str) {
+    let mut s = server.raw();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    // The server may already have closed it: the write may fail.
+    let _ = s.write_all(&seed_req(b"32"));
+    let got = read_until_closed(&mut s, what);
+    assert!(ANNOUNCEMENT.starts_with(&got), "{what}: a refused connection was served: {}", show(&got));
+}
+
+fn settings(edit: impl FnOnce(&mut Settings)) -> Settings {
+    let mut settings = Settings::default();
+    edit(&mut settings);
+    settings
+}
+
+/// Proves that with `max_connections = 2` a third client is closed unserved, and a slot freed by a close is reused.
+#[test]
+fn connection_limit_refuses_extra_clients_until_one_closes() {
+    let server = TestServer::with_settings(settings(|s| s.max_connections = 2));
+    let mut first = Raw::connect(&server);
+    let mut second = Raw::connect(&server);
+    seed_bytes(&first.ask(&seed_req(b"32")), 32);
+    seed_bytes(&second.ask(&seed_req(b"32")), 32);
+
+    // Full: new clients are closed without an answer, however many try.
+    for attempt in 0..3 {
+        expect_refused(&server, &format!("client {} of 2", attempt + 3));
+    }
+    seed_bytes(&first.ask(&seed_req(b"16")), 16);
+    seed_bytes(&second.ask(&seed_req(b"16")), 16);
+
+    // One leaves: once the server has noticed, a newcomer gets its slot.
+    drop(first);
+    let mut third = connect_once_accepted(&server, "after the first client closed");
+    seed_bytes(&third.ask(&seed_req(b"8")), 8);
+    seed_bytes(&second.ask(&seed_req(b"8")), 8);
+
+    // And the limit holds again with the newcomer counted.
+    expect_refused(&server, "a client beyond the limit after the slot was reused");
+    seed_bytes(&third.ask(&seed_req(b"4")), 4);
+    seed_bytes(&second.ask(&seed_req(b"4")), 4);
+}
+
+/// Proves that with `idle_timeout = 1` a silent connection is closed (not before a second) while one asking every 200 ms stays open.
+#[test]
+fn idle_connections_are_closed_and_active_ones_kept() {
+    let server = TestServer::with_settings(settings(|s| s.idle_timeout = 1));
+    let connected = Instant::now();
+    let mut idle = Raw::connect(&server);
+    let mut busy = Raw::connect(&server);
+
+    // Asks for three seconds, three times the timeout, well past the idle
+    // connection's close.
+    let busy_thread = thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            seed_bytes(&busy.ask(&seed_req(b"32")), 32);
+            thread::sleep(Duration::from_millis(200));
+        }
+        busy
+    });
+
+    idle.s.set_read_timeout(Some(NOTICE_DEADLINE)).unwrap();
+    idle.expect_closed("the idle connection");
+    let closed_after = connected.elapsed();
+    assert!(closed_after >= Duration::from_secs(1), "closed after {closed_after:?}, before the timeout");
+
+    let mut busy = busy_thread.join().unwrap();
+    // Still open after three timeouts' worth of activity.
+    seed_bytes(&busy.ask(&seed_req(b"32")), 32);
+}
+
+/// Proves a client pipelining 20 000 requests without reading blocks no one else, then gets every reply, in order.
+#[test]
+fn client_not_reading_a_pipelined_flood_does_not_block_others() {
+    const REQUESTS: usize = 20_000;
+    // Sizes 1..=255 in turn: each reply's length says which request it answers.
+    let size = |i: usize| i % 255 + 1;
+    let server = TestServer::start();
+    let mut flood = Raw::connect(&server);
+    let mut batch = Vec::new();
+    for i in 0..REQUESTS {
+        batch.extend(seed_req(size(i).to_string().as_bytes()));
+    }
+    // Several MB of replies: once the server holds its limit of them unread,
+    // it stops reading and this write blocks until the replies are read
+    // below, so it runs on its own thread.
+    let mut writer_stream = flood.s.try_clone().unwrap();
+    let writer = thread::spawn(move || writer_stream.write_all(&batch).unwrap());
+    thread::sleep(Duration::from_millis(300));
+
+    // Meanwhile another client is served as usual.
+    let mut other = server.client();
+    for _ in 0..100 {
+        seed_ok(&mut other, 32);
+    }
+    let mut latecomer = Raw::connect(&server);
+    seed_bytes(&latecomer.ask(&seed_req(b"32")), 32);
+
+    for i in 0..REQUESTS {
+        let frame = flood.frame();
+        assert_eq!(seed_bytes(&frame, size(i)).len(), size(i), "reply {i}");
+    }
+    writer.join().unwrap();
+    flood.expect_silence(Duration::from_millis(100), "after the last reply");
+    seed_ok(&mut other, 32);
+}
+
+/// Proves clients that close in the middle of a request (alone, after pipelined requests, or with replies unread) free their slot and disturb no one.
+#[test]
+fn client_closing_mid_request_disturbs_no_one() {
+    // A limit leaves room for exactly one more client, so getting a new
+    // connection accepted proves the server has dealt with the close.
+    let server = TestServer::with_settings(settings(|s| s.max_connections = 3));
+    let mut a = Raw::connect(&server);
+    let mut b = Raw::connect(&server);
+    let request = seed_req(b"32");
+    let mut pipelined = Vec::new();
+    for _ in 0..50 {
+        pipelined.extend_from_slice(&request);
+    }
+
+    let partial: [(&str, Vec<u8>); 4] = [
+        ("half a request", request[..request.len() / 2].to_vec()),
+        ("a request without its final NUL", request[..request.len() - 1].to_vec()),
+        ("50 requests and half of another", [pipelined.as_slice(), &request[..7]].concat()),
+        ("one byte", request[..1].to_vec()),
+    ];
+    for (what, bytes) in &partial {
+        let mut leaver = connect_once_accepted(&server, what);
+        // A request answered first: the connection is being served.
+        seed_bytes(&leaver.ask(&request), 32);
+        leaver.send(bytes);
+        drop(leaver);
+        seed_bytes(&a.ask(&request), 32);
+        seed_bytes(&b.ask(&request), 32);
+    }
+
+    // The last slot is free again, and the earlier clients still work.
+    let mut last = connect_once_accepted(&server, "after the last leaver");
+    seed_bytes(&last.ask(&request), 32);
+    expect_refused(&server, "a fourth client");
+    seed_bytes(&a.ask(&request), 32);
+    seed_bytes(&b.ask(&request), 32);
+}
+
+/// Proves 200 connections open at once, each sending a seed request together, are all answered.
+#[test]
+fn two_hundred_simultaneous_connections_are_all_served() {
+    const CONNECTIONS: usize = 200;
+    let server = TestServer::start();
+    // All connect before any is read from, so the server finds many
+    // waiting to be accepted at once (within the default limit of 1024).
+    let sockets: Vec<UnixStream> = (0..CONNECTIONS).map(|_| server.raw()).collect();
+    let conns: Vec<Raw> = sockets.into_iter().map(Raw::over).collect();
+    let start = Arc::new(Barrier::new(CONNECTIONS));
+    let workers: Vec<_> = conns
+        .into_iter()
+        .map(|mut c| {
+            let start = Arc::clone(&start);
+            thread::spawn(move || {
+                start.wait();
+                let seed = seed_bytes(&c.ask(&seed_req(b"32")), 32);
+                (c, seed)
+            })
+        })
+        .collect();
+    let results: Vec<(Raw, Vec<u8>)> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    let mut seeds: Vec<&Vec<u8>> = results.iter().map(|(_, seed)| seed).collect();
+    seeds.sort();
+    seeds.dedup();
+    assert_eq!(seeds.len(), CONNECTIONS, "every connection got its own random bytes");
+
+    // Every one is still open and served.
+    for (mut c, _) in results {
+        seed_bytes(&c.ask(&seed_req(b"8")), 8);
     }
 }
 

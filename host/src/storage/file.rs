@@ -1142,6 +1142,26 @@ mod tests {
                     }
                 }
             }
+            Ok("durable-carries-overlay") => {
+                for i in 0..50 {
+                    let (k, v) = session("a", i);
+                    s.put("sess", &k, &v).unwrap();
+                }
+                s.flush().unwrap();
+                // Held in the overlay only: a put, an overwrite and a delete
+                // of flushed keys, new keys, and a key put then deleted.
+                for i in 0..50 {
+                    let (k, v) = session("b", i);
+                    s.put("sess", &k, &v).unwrap();
+                }
+                s.put("sess", b"a001", b"rewritten").unwrap();
+                assert!(s.delete("sess", b"a000").unwrap());
+                s.put("sess", b"gone", b"soon").unwrap();
+                assert!(s.delete("sess", b"gone").unwrap());
+                // The durable put commits all of them with it.
+                s.put("tktkey", b"k1", &[1; 80]).unwrap();
+                say("READY");
+            }
             other => panic!("unknown crash mode {other:?}"),
         }
         // Bounded, in case the parent died: never outlive it by long.
@@ -1270,5 +1290,204 @@ mod tests {
              overwriting all unflushed, {rewritten_flushing} overwriting again flushing every 1000"
         );
         println!("reopen with integrity check: {:.1} ms", reopen.as_secs_f64() * 1e3);
+    }
+
+    /// Put `value` under `key` in `s` and in `reference` alike.
+    fn put_both(s: &mut FileStorage, reference: &mut MemoryStorage, table: &str, key: &[u8], value: &[u8]) {
+        s.put(table, key, value).unwrap();
+        reference.put(table, key, value).unwrap();
+    }
+
+    /// Delete `key` from `s` and from `reference`, which must agree on
+    /// whether it was there.
+    fn delete_both(s: &mut FileStorage, reference: &mut MemoryStorage, table: &str, key: &[u8]) {
+        assert_eq!(s.delete(table, key).unwrap(), reference.delete(table, key).unwrap(), "delete {key:?}");
+    }
+
+    /// `get`, `scan` and `stat` of `table` in `s` agree with `reference`,
+    /// and `stat` with the data.
+    fn assert_same(s: &mut FileStorage, reference: &mut MemoryStorage, table: &str, keys: &[&[u8]], when: &str) {
+        for key in keys {
+            assert_eq!(s.get(table, key).unwrap(), reference.get(table, key).unwrap(), "{when}: {key:?}");
+        }
+        assert_eq!(scan_all(s, table), reference.scan(table, None, 1000).unwrap(), "{when}");
+        assert_eq!(s.scan(table, Some(b"a"), 2), reference.scan(table, Some(b"a"), 2), "{when}");
+        assert_eq!(s.stat(table).unwrap(), reference.stat(table).unwrap(), "{when}");
+        assert_eq!(s.stat(table).unwrap(), counted(s, table), "{when}");
+    }
+
+    /// Writes to a non-durable table are held in the overlay, not
+    /// committed, yet `get`, `scan` and `stat` see them at once: overwrites
+    /// and deletes of keys that are only in redb (flushed earlier) and of
+    /// keys that are only in the overlay. Dropping the store (which
+    /// flushes) and reopening it gives the same answers.
+    #[test]
+    fn unflushed_writes_are_read_through_the_overlay_and_kept_by_drop() {
+        let dir = data_dir();
+        let mut reference = MemoryStorage::new();
+        let keys: [&[u8]; 7] = [b"a", b"b", b"c", b"d", b"e", b"f", b"never"];
+        let mut s = open(dir.path()).unwrap();
+        for key in [b"a", b"b", b"c"] {
+            put_both(&mut s, &mut reference, "sess", key, b"flushed value");
+        }
+        s.flush().unwrap();
+        assert_eq!(s.overlay.bytes(), 0);
+        assert_eq!(s.stored("sess", b"a", <[u8]>::to_vec).unwrap().as_deref(), Some(&b"flushed value"[..]));
+
+        // Keys only in redb: overwritten (a), deleted (b), left alone (c).
+        put_both(&mut s, &mut reference, "sess", b"a", b"overwritten in the overlay");
+        delete_both(&mut s, &mut reference, "sess", b"b");
+        // Keys only in the overlay: put then overwritten (d), put then
+        // deleted (e), deleted again (e), put (f).
+        put_both(&mut s, &mut reference, "sess", b"d", b"first");
+        put_both(&mut s, &mut reference, "sess", b"d", b"second, longer");
+        put_both(&mut s, &mut reference, "sess", b"e", b"short-lived");
+        delete_both(&mut s, &mut reference, "sess", b"e");
+        delete_both(&mut s, &mut reference, "sess", b"e");
+        put_both(&mut s, &mut reference, "sess", b"f", b"");
+        // And a deleted key put back (b).
+        put_both(&mut s, &mut reference, "sess", b"b", b"back");
+        delete_both(&mut s, &mut reference, "sess", b"b");
+
+        // Still in the overlay, not in redb: this test is about the overlay.
+        assert!(s.overlay.bytes() > 0);
+        assert_eq!(s.stored("sess", b"a", <[u8]>::to_vec).unwrap().as_deref(), Some(&b"flushed value"[..]));
+        assert_eq!(s.stored("sess", b"b", <[u8]>::to_vec).unwrap().as_deref(), Some(&b"flushed value"[..]));
+        assert_eq!(s.stored("sess", b"d", <[u8]>::len).unwrap(), None);
+        assert_same(&mut s, &mut reference, "sess", &keys, "before any flush");
+        assert_eq!(s.stat("sess").unwrap(), TableStat { entries: 4, bytes: (1 + 26) + (1 + 13) + (1 + 14) + 1 });
+
+        drop(s);
+        let mut s = open(dir.path()).unwrap();
+        assert_same(&mut s, &mut reference, "sess", &keys, "after drop and reopen");
+    }
+
+    /// A durable put or delete commits the overlay in its own transaction:
+    /// afterwards the overlay is empty (Debug shows `overlay_bytes: 0`), no
+    /// non-durable commit is pending, and redb itself holds the writes.
+    #[test]
+    fn a_durable_write_commits_the_overlay_with_it() {
+        let dir = data_dir();
+        let mut s = open(dir.path()).unwrap();
+        s.put("sess", b"gone", b"flushed").unwrap();
+        s.flush().unwrap();
+        s.put("sess", b"a", b"held").unwrap();
+        assert!(s.delete("sess", b"gone").unwrap());
+        assert!(format!("{s:?}").contains("overlay_bytes: 9"), "{s:?}");
+
+        s.put("tktkey", b"k1", &[1; 80]).unwrap();
+        let shown = format!("{s:?}");
+        assert!(shown.contains("overlay_bytes: 0") && shown.contains("pending: false"), "{shown}");
+        assert_eq!(s.stored("sess", b"a", <[u8]>::to_vec).unwrap().as_deref(), Some(&b"held"[..]));
+        assert_eq!(s.stored("sess", b"gone", <[u8]>::len).unwrap(), None);
+        assert_eq!(s.stored("tktkey", b"k1", <[u8]>::to_vec).unwrap(), Some(vec![1; 80]));
+
+        // The same for a durable delete.
+        s.put("sess", b"b", b"held too").unwrap();
+        assert!(s.overlay.bytes() > 0);
+        assert!(s.delete("tktkey", b"k1").unwrap());
+        assert!(format!("{s:?}").contains("overlay_bytes: 0"), "{s:?}");
+        assert_eq!(s.stored("sess", b"b", <[u8]>::to_vec).unwrap().as_deref(), Some(&b"held too"[..]));
+        assert_eq!(s.stat("sess").unwrap(), counted(&mut s, "sess"));
+        assert_eq!(s.stat("sess").unwrap(), TableStat { entries: 2, bytes: 1 + 4 + 1 + 8 });
+        assert_eq!(s.stat("tktkey").unwrap(), TableStat::default());
+    }
+
+    /// Writes held in the overlay when a durable put returns survive a
+    /// SIGKILL straight after it (no flush, no `Drop`): puts, overwrites
+    /// and deletes alike, with counters that agree with the data.
+    #[test]
+    fn overlay_writes_before_a_durable_put_survive_sigkill() {
+        let dir = data_dir();
+        crash_in_child(dir.path(), "durable-carries-overlay", Duration::ZERO);
+        let mut s = open(dir.path()).unwrap();
+        assert_eq!(s.get("tktkey", b"k1").unwrap(), Some(vec![1; 80]));
+        assert_eq!(s.get("sess", b"a000").unwrap(), None);
+        assert_eq!(s.get("sess", b"a001").unwrap().as_deref(), Some(&b"rewritten"[..]));
+        assert_eq!(s.get("sess", b"gone").unwrap(), None);
+        for i in 2..50u32 {
+            assert_eq!(s.get("sess", format!("a{i:03}").as_bytes()).unwrap(), Some(vec![i as u8; 140]), "a{i:03}");
+        }
+        for i in 0..50u32 {
+            assert_eq!(s.get("sess", format!("b{i:03}").as_bytes()).unwrap(), Some(vec![i as u8; 140]), "b{i:03}");
+        }
+        assert_eq!(s.stat("sess").unwrap(), counted(&mut s, "sess"));
+        assert_eq!(s.stat("sess").unwrap(), TableStat { entries: 99, bytes: 98 * (4 + 140) + 4 + 9 });
+    }
+
+    /// Once the overlay holds `OVERLAY_LIMIT` bytes it is committed ahead
+    /// of the next write, so it never holds more than the limit plus one
+    /// record; everything written stays readable, with counters that agree
+    /// with the data, before and after a reopen.
+    #[test]
+    fn the_overlay_is_committed_early_at_its_limit() {
+        const VALUES: u32 = 30_000;
+        const RECORD: usize = 4 + 150;
+        assert!(VALUES as usize * RECORD > OVERLAY_LIMIT, "the test must pass the limit");
+        let dir = data_dir();
+        let mut s = open(dir.path()).unwrap();
+        let value = |i: u32| [i as u8; 150];
+        let (mut largest, mut early_commits) = (0, 0);
+        for i in 0..VALUES {
+            let held = s.overlay.bytes();
+            s.put("sess", &i.to_be_bytes(), &value(i)).unwrap();
+            if s.overlay.bytes() < held {
+                early_commits += 1;
+            }
+            largest = largest.max(s.overlay.bytes());
+        }
+        assert!(largest < OVERLAY_LIMIT + RECORD, "the overlay grew to {largest} bytes");
+        assert_eq!(early_commits, 1, "the overlay should be committed once, early, at {OVERLAY_LIMIT} bytes");
+        let shown = format!("{s:?}");
+        assert!(shown.contains("pending: true"), "{shown}");
+        assert!(shown.contains(&format!("overlay_bytes: {}", s.overlay.bytes())), "{shown}");
+        // The first writes are in redb, the last only in the overlay.
+        assert_eq!(s.stored("sess", &0u32.to_be_bytes(), <[u8]>::to_vec).unwrap(), Some(value(0).to_vec()));
+        assert_eq!(s.stored("sess", &(VALUES - 1).to_be_bytes(), <[u8]>::len).unwrap(), None);
+
+        let expected = TableStat { entries: u64::from(VALUES), bytes: u64::from(VALUES) * RECORD as u64 };
+        for round in ["before a flush", "after reopening"] {
+            for i in 0..VALUES {
+                assert_eq!(s.get("sess", &i.to_be_bytes()).unwrap(), Some(value(i).to_vec()), "{round}: {i}");
+            }
+            assert_eq!(s.stat("sess").unwrap(), expected, "{round}");
+            assert_eq!(s.stat("sess").unwrap(), counted(&mut s, "sess"), "{round}");
+            drop(s);
+            s = open(dir.path()).unwrap();
+        }
+    }
+
+    /// Deleting a key that is not there, in a non-durable or a durable
+    /// table, returns false and changes nothing: no counter moves, no
+    /// tombstone joins the overlay, and no commit happens.
+    #[test]
+    fn deleting_a_missing_key_changes_nothing() {
+        let dir = data_dir();
+        let mut s = open(dir.path()).unwrap();
+        assert!(!s.delete("sess", b"missing").unwrap());
+        assert_eq!(s.stat("sess").unwrap(), TableStat::default());
+        assert_eq!(s.overlay.bytes(), 0);
+
+        s.put("sess", b"flushed", b"value").unwrap();
+        s.flush().unwrap();
+        s.put("sess", b"held", b"value").unwrap();
+        s.put("sess", b"tombstoned", b"value").unwrap();
+        assert!(s.delete("sess", b"tombstoned").unwrap());
+        let (before, shown) = (s.stat("sess").unwrap(), format!("{s:?}"));
+        let contents = scan_all(&mut s, "sess");
+
+        assert!(!s.delete("sess", b"missing").unwrap());
+        assert!(!s.delete("sess", b"tombstoned").unwrap());
+        // In a durable table: nothing to delete, so no commit of the overlay.
+        assert!(!s.delete("tktkey", b"missing").unwrap());
+        assert_eq!(s.stat("sess").unwrap(), before);
+        assert_eq!(format!("{s:?}"), shown, "the overlay or the counters changed");
+        assert_eq!(scan_all(&mut s, "sess"), contents);
+        assert_eq!(s.stat("tktkey").unwrap(), TableStat::default());
+
+        drop(s);
+        let mut s = open(dir.path()).unwrap();
+        assert_eq!(s.stat("sess").unwrap(), before);
+        assert_eq!(scan_all(&mut s, "sess"), contents);
     }
 }
