@@ -47,6 +47,9 @@ pub struct Overlay {
     tables: BTreeMap<String, Writes>,
     /// Keys and values held, for the owner's limit.
     bytes: usize,
+    /// Deletes held, for the owner's limit: each is a key a scan of the
+    /// store must step over.
+    deletes: usize,
 }
 
 impl Overlay {
@@ -77,10 +80,13 @@ impl Overlay {
             Some(writes) => writes,
             None => self.tables.entry(table.to_owned()).or_default(),
         };
+        let deleting = write.is_none();
         if let Some(old) = writes.insert(key.to_vec(), write) {
-            self.bytes -= key.len() + old.map_or(0, |v| v.len());
+            self.bytes -= key.len() + old.as_ref().map_or(0, Vec::len);
+            self.deletes -= usize::from(old.is_none());
         }
         self.bytes += added;
+        self.deletes += usize::from(deleting);
     }
 
     /// True when nothing is held.
@@ -91,6 +97,13 @@ impl Overlay {
     /// Bytes of keys and values held.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Deletes held. A scan walks the store past every key deleted here
+    /// (a sweep deletes from the front of the range it scans next), so
+    /// their number bounds a scan's wasted work.
+    pub fn deletes(&self) -> usize {
+        self.deletes
     }
 
     /// Every held write, table by table in key order, for a commit.
@@ -104,6 +117,7 @@ impl Overlay {
     pub fn clear(&mut self) {
         self.tables.clear();
         self.bytes = 0;
+        self.deletes = 0;
     }
 
     /// Up to `limit` entries of `table` strictly after `after`, in key
@@ -194,11 +208,17 @@ mod tests {
         assert_eq!(o.bytes(), 4);
         o.delete("t", b"key");
         assert_eq!(o.bytes(), 3);
+        assert_eq!(o.deletes(), 1);
+        o.delete("t", b"key");
+        assert_eq!(o.deletes(), 1);
         o.put("u", b"k", b"v");
         assert_eq!(o.bytes(), 5);
+        o.put("t", b"key", b"back");
+        assert_eq!(o.deletes(), 0);
+        o.delete("t", b"gone");
         o.clear();
         assert!(o.is_empty());
-        assert_eq!(o.bytes(), 0);
+        assert_eq!((o.bytes(), o.deletes()), (0, 0));
     }
 
     #[test]
