@@ -1,9 +1,8 @@
 //! The UNIX-socket server: accept connections, speak attr0, hand each
 //! request to the [`Service`].
 //!
-//! Event loops (epoll, through mio; [`EVENT_LOOPS`] threads), every
-//! connection non-blocking and owned by the loop that accepted it. Per
-//! connection:
+//! One thread, one event loop (epoll, through mio), every connection
+//! non-blocking. Per connection:
 //!
 //! 1. send the announcement (`protocol=tlsmgr_protocol`);
 //! 2. if the first bytes are master(8)'s wakeup `W\0`, close;
@@ -12,13 +11,18 @@
 //!    the failure reply tlsmgr's client expects, a frame that cannot be
 //!    decoded (over a limit) ends the connection.
 //!
-//! A loop answers its connections' requests one at a time, and the core
-//! takes calls one at a time anyway. A thread per connection, the first design,
-//! was rejected once measured: with 16 busy connections on two cores the
-//! threads spent half of all CPU time switching between each other and
-//! queueing for the core, and held the daemon below half the rate of a
-//! do-nothing server. A loop also serves a thousand idle connections without
-//! a thousand stacks, and a client that trickles bytes holds up no one.
+//! The loop answers requests one at a time, and the core takes calls one
+//! at a time anyway. Rejected after measuring, with 16 busy connections on
+//! two cores:
+//! - a thread per connection, the first design: the threads spent half of
+//!   all CPU time switching between each other and queueing for the core,
+//!   and held the daemon below half the rate of a do-nothing server;
+//! - two loops, each with connections of its own: waiting in turn for each
+//!   other at the core's lock, they got 10% less throughput and three times
+//!   the p99 latency (3.6 ms against 1.1 ms).
+//!
+//! A loop also serves a thousand idle connections without a thousand
+//! stacks, and a client that trickles bytes holds up no one.
 //!
 //! # Security
 //!
@@ -33,16 +37,14 @@
 //!
 //! # Limitations
 //!
-//! A slow core call (a flush's fsync) delays every connection, as it would
-//! anyway, since calls into the core are serialised. A connection stays on
-//! the loop that accepted it, busy or not.
+//! One thread: a slow core call (a flush's fsync) delays every connection,
+//! as it would anyway, since calls into the core are serialised.
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener as MioListener, UnixStream as MioStream};
@@ -92,11 +94,9 @@ const FIRST_CONNECTION: usize = 1 << 16;
 /// Accept and serve connections on every listener until `shutdown` fires,
 /// then close every open connection and return.
 ///
-/// [`EVENT_LOOPS`] threads each watch every listener and serve the
-/// connections they accept. The listeners are switched to non-blocking
-/// mode; master(8) hands its listening socket over non-blocking anyway (it
-/// shares the open file description, so leaving it non-blocking is also
-/// what master expects).
+/// The listeners are switched to non-blocking mode; master(8) hands its
+/// listening socket over non-blocking anyway (it shares the open file
+/// description, so leaving it non-blocking is also what master expects).
 ///
 /// # Errors
 ///
@@ -109,57 +109,33 @@ pub fn serve(
     shutdown: &Shutdown,
 ) -> io::Result<()> {
     raise_descriptor_limit(settings.max_connections);
-    let shared =
-        Shared { service, settings, shutdown, open: AtomicUsize::new(0), refused_logged: AtomicBool::new(false) };
-    let mut loops = Vec::with_capacity(EVENT_LOOPS);
-    for _ in 0..EVENT_LOOPS {
-        loops.push(EventLoop::new(listeners, &shared)?);
-    }
-    std::thread::scope(|scope| {
-        let mut loops = loops.into_iter();
-        let first = loops.next();
-        let others: Vec<_> = loops.map(|l| scope.spawn(move || l.run())).collect();
-        let mut outcome = first.map_or(Ok(()), EventLoop::run);
-        for other in others {
-            let result = other.join().unwrap_or_else(|_| Err(io::Error::other("an event loop panicked")));
-            if outcome.is_ok() {
-                outcome = result;
-            }
-        }
-        outcome
-    })
+    // Returning drops the loop, and with it every open connection.
+    EventLoop::new(listeners, service, settings, shutdown)?.run()
 }
 
-/// Threads serving connections. One: with two, each waiting in turn for
-/// the other at the core's lock, 16 busy connections got 10% less throughput
-/// and three times the p99 latency (3.6 ms against 1.1 ms) on two cores.
-pub const EVENT_LOOPS: usize = 1;
-
-/// What the event loops share.
-struct Shared<'a> {
+/// The poller, the listeners and every connection.
+struct EventLoop<'a> {
     service: &'a Service,
     settings: &'a ServerSettings,
     shutdown: &'a Shutdown,
-    /// Connections open across all loops.
-    open: AtomicUsize,
-    /// Whether the connection limit has been logged since a connection was
-    /// last accepted.
-    refused_logged: AtomicBool,
-}
-
-/// One thread's poller, listeners and connections.
-struct EventLoop<'a> {
-    shared: &'a Shared<'a>,
     poll: Poll,
     listeners: Vec<MioListener>,
     conns: Slab<Connection>,
+    /// Whether the connection limit has been logged since a connection was
+    /// last accepted.
+    refused_logged: bool,
     /// When to try accepting again after an error such as EMFILE (edge-
     /// triggered events would not report the waiting clients again).
     retry_accept: Option<Instant>,
 }
 
 impl<'a> EventLoop<'a> {
-    fn new(listeners: &[UnixListener], shared: &'a Shared<'a>) -> io::Result<Self> {
+    fn new(
+        listeners: &[UnixListener],
+        service: &'a Service,
+        settings: &'a ServerSettings,
+        shutdown: &'a Shutdown,
+    ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let mut watched = Vec::with_capacity(listeners.len());
         for (i, listener) in listeners.iter().enumerate() {
@@ -169,33 +145,38 @@ impl<'a> EventLoop<'a> {
             poll.registry().register(&mut listener, Token(i), Interest::READABLE)?;
             watched.push(listener);
         }
-        let shutdown_fd = shared.shutdown.fd().as_raw_fd();
+        let shutdown_fd = shutdown.fd().as_raw_fd();
         poll.registry().register(&mut SourceFd(&shutdown_fd), SHUTDOWN, Interest::READABLE)?;
-        Ok(EventLoop { shared, poll, listeners: watched, conns: Slab::default(), retry_accept: None })
+        Ok(EventLoop {
+            service,
+            settings,
+            shutdown,
+            poll,
+            listeners: watched,
+            conns: Slab::default(),
+            refused_logged: false,
+            retry_accept: None,
+        })
     }
 
     fn run(mut self) -> io::Result<()> {
-        let settings = self.shared.settings;
         let mut events = Events::with_capacity(256);
         // Connections with requests left over from their turn.
         let mut again: Vec<Token> = Vec::new();
-        let idle_check = (settings.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let idle_check = (self.settings.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let mut next_idle_check = Instant::now() + idle_check;
         // Checked before the first wait too: a signal may have arrived while
         // the daemon was starting.
-        while !self.shared.shutdown.is_triggered() {
+        while !self.shutdown.is_triggered() {
             let wake = self.retry_accept.map_or(next_idle_check, |t| t.min(next_idle_check));
             let timeout =
                 if again.is_empty() { wake.saturating_duration_since(Instant::now()) } else { Duration::ZERO };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.close_all();
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
-            if self.shared.shutdown.is_triggered() {
+            if self.shutdown.is_triggered() {
                 break;
             }
             let mut turn = std::mem::take(&mut again);
@@ -214,7 +195,7 @@ impl<'a> EventLoop<'a> {
             turn.dedup();
             for token in turn {
                 let Some(conn) = self.conns.get_mut(token.0 - FIRST_CONNECTION) else { continue };
-                match conn.serve(self.shared.service) {
+                match conn.serve(self.service) {
                     Progress::Waiting => {}
                     Progress::More => again.push(token),
                     Progress::Closed => {
@@ -232,14 +213,11 @@ impl<'a> EventLoop<'a> {
                 next_idle_check = Instant::now() + idle_check;
             }
         }
-        self.close_all();
         Ok(())
     }
 
-    /// Accept every client waiting on listener `i` (several may be queued;
-    /// another loop may take some of them).
+    /// Accept every client waiting on listener `i` (several may be queued).
     fn accept_all(&mut self, i: usize) {
-        let shared = self.shared;
         loop {
             let Some(listener) = self.listeners.get(i) else { return };
             let mut stream = match listener.accept() {
@@ -254,31 +232,29 @@ impl<'a> EventLoop<'a> {
                     return;
                 }
             };
-            if shared.open.fetch_add(1, Ordering::SeqCst) >= shared.settings.max_connections {
-                shared.open.fetch_sub(1, Ordering::SeqCst);
-                if !shared.refused_logged.swap(true, Ordering::SeqCst) {
+            if self.conns.len() >= self.settings.max_connections {
+                if !self.refused_logged {
                     tracing::warn!(
                         "connection limit of {} reached; refusing new connections until some close",
-                        shared.settings.max_connections
+                        self.settings.max_connections
                     );
+                    self.refused_logged = true;
                 }
                 continue;
             }
-            shared.refused_logged.store(false, Ordering::SeqCst);
+            self.refused_logged = false;
             let slot = self.conns.vacant();
             let token = Token(FIRST_CONNECTION + slot);
             if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE) {
                 tracing::warn!("cannot watch a new connection: {e}");
-                shared.open.fetch_sub(1, Ordering::SeqCst);
                 continue;
             }
-            let mut conn = Connection::new(stream, shared.settings);
+            let mut conn = Connection::new(stream, self.settings);
             // Send the announcement now; the event registration reported
             // brings us back for anything else.
-            let progress = conn.serve(shared.service);
+            let progress = conn.serve(self.service);
             if progress == Progress::Closed || conn.watch(self.poll.registry(), token).is_err() {
                 let _ = self.poll.registry().deregister(&mut conn.stream);
-                shared.open.fetch_sub(1, Ordering::SeqCst);
                 continue;
             }
             self.conns.insert(slot, conn);
@@ -288,14 +264,6 @@ impl<'a> EventLoop<'a> {
     fn close(&mut self, token: Token) {
         if let Some(mut conn) = self.conns.remove(token.0 - FIRST_CONNECTION) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
-            self.shared.open.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
-    fn close_all(&mut self) {
-        let open: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
-        for i in open {
-            self.close(Token(FIRST_CONNECTION + i));
         }
     }
 
@@ -303,7 +271,7 @@ impl<'a> EventLoop<'a> {
     /// for the idle timeout.
     fn close_idle(&mut self) {
         let now = Instant::now();
-        let timeout = self.shared.settings.idle_timeout;
+        let timeout = self.settings.idle_timeout;
         let idle: Vec<usize> =
             self.conns.iter().filter(|(_, c)| now.duration_since(c.last_active) >= timeout).map(|(i, _)| i).collect();
         for i in idle {
@@ -511,6 +479,10 @@ impl<T> Default for Slab<T> {
 }
 
 impl<T> Slab<T> {
+    fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
     /// The slot the next [`Slab::insert`] should use.
     fn vacant(&self) -> usize {
         self.free.last().copied().unwrap_or(self.slots.len())
