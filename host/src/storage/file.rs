@@ -428,12 +428,13 @@ impl FileStorage {
         Ok(t.get(key).map_err(|e| self.error(e))?.map(|v| read(v.value())))
     }
 
-    /// The length of the value under `key`, overlay first.
-    fn current_len(&self, table: &str, key: &[u8]) -> Result<Option<usize>, StorageError> {
+    /// `read` applied to the value under `key`, if any: the overlay's,
+    /// else the store's.
+    fn current<T>(&self, table: &str, key: &[u8], read: impl FnOnce(&[u8]) -> T) -> Result<Option<T>, StorageError> {
         match self.overlay.get(table, key) {
-            Known::Value(value) => Ok(Some(value.len())),
+            Known::Value(value) => Ok(Some(read(value))),
             Known::Deleted => Ok(None),
-            Known::Unknown => self.stored(table, key, <[u8]>::len),
+            Known::Unknown => self.stored(table, key, read),
         }
     }
 
@@ -473,37 +474,37 @@ impl FileStorage {
             }
             counters.push((table, self.stats.get(table).copied().unwrap_or_default()));
         }
-        let mut found = false;
-        if let Some((table, key, value)) = write {
-            let mut stat = self.stats.get(table).copied().unwrap_or_default();
-            let name = core_table(table);
-            let mut t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(|e| self.error(e))?;
-            let old_len = match value {
-                Some(value) => t.insert(key, value),
-                None => t.remove(key),
+        // `write`'s table, its new counters, and whether it found its key.
+        let written = match write {
+            Some((table, key, value)) => {
+                let mut stat = self.stats.get(table).copied().unwrap_or_default();
+                let name = core_table(table);
+                let mut t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(|e| self.error(e))?;
+                let old_len = match value {
+                    Some(value) => t.insert(key, value),
+                    None => t.remove(key),
+                }
+                .map_err(|e| self.error(e))?
+                .map(|old| old.value().len());
+                account(&mut stat, key, old_len, value.map(<[u8]>::len));
+                Some((table, stat, old_len.is_some()))
             }
-            .map_err(|e| self.error(e))?
-            .map(|old| old.value().len());
-            found = old_len.is_some();
-            account(&mut stat, key, old_len, value.map(<[u8]>::len));
-            counters.push((table, stat));
-        }
+            None => None,
+        };
         {
             let mut stats = txn.open_table(STAT_TABLE).map_err(|e| self.error(e))?;
-            for (table, stat) in &counters {
-                stats.insert(*table, (stat.entries, stat.bytes)).map_err(|e| self.error(e))?;
+            for (table, stat) in counters.into_iter().chain(written.map(|(table, stat, _)| (table, stat))) {
+                stats.insert(table, (stat.entries, stat.bytes)).map_err(|e| self.error(e))?;
             }
         }
         txn.commit().map_err(|e| self.error(e))?;
-        if let Some((table, _, _)) = write {
-            // `write`'s counters were pushed last, above.
-            let stat = counters.last().map(|(_, s)| *s).unwrap_or_default();
+        if let Some((table, stat, _)) = written {
             self.stats.insert(table.to_owned(), stat);
         }
         self.overlay.clear();
         // A durable commit also makes every earlier non-durable one durable.
         self.pending = !durable;
-        Ok(found)
+        Ok(written.is_some_and(|(_, _, found)| found))
     }
 }
 
@@ -590,11 +591,7 @@ impl Drop for FileStorage {
 impl Storage for FileStorage {
     fn get(&mut self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         check_sizes(table, key, None)?;
-        match self.overlay.get(table, key) {
-            Known::Value(value) => Ok(Some(value.to_vec())),
-            Known::Deleted => Ok(None),
-            Known::Unknown => self.stored(table, key, |v| v.to_vec()),
-        }
+        self.current(table, key, <[u8]>::to_vec)
     }
 
     fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
@@ -602,7 +599,7 @@ impl Storage for FileStorage {
         if self.is_durable(table) {
             return self.commit(true, Some((table, key, Some(value)))).map(|_| ());
         }
-        let old_len = self.current_len(table, key)?;
+        let old_len = self.current(table, key, <[u8]>::len)?;
         self.make_room()?;
         account(self.stats.entry(table.to_owned()).or_default(), key, old_len, Some(value.len()));
         self.overlay.put(table, key, value);
@@ -613,7 +610,7 @@ impl Storage for FileStorage {
         check_sizes(table, key, None)?;
         // Looked up first, whatever the table, so that deleting what is not
         // there writes nothing (and creates no table).
-        let Some(old_len) = self.current_len(table, key)? else {
+        let Some(old_len) = self.current(table, key, <[u8]>::len)? else {
             return Ok(false);
         };
         if self.is_durable(table) {
