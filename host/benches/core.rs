@@ -89,7 +89,7 @@ fn native_config(settings: &Settings) -> Config {
         ticket_cache: wit.ticket_cache,
         reseed_period_secs: wit.reseed_period_secs,
         housekeeping_batch: wit.housekeeping_batch,
-        seed_save_period_secs: 0,
+        seed_save_period_secs: wit.seed_save_period_secs,
     }
 }
 

@@ -52,24 +52,6 @@ fn join_within<T>(thread: JoinHandle<T>, what: &str) -> thread::Result<T> {
     thread.join()
 }
 
-/// Make calls until one runs on this thread; returns that call's result. A
-/// call run by another thread (were calls ever run on the caller's behalf)
-/// does nothing and is retried.
-fn call_on_this_thread<T: Send + 'static>(
-    core: &SharedCore,
-    f: impl Fn(&mut Core) -> T + Send + Sync + 'static,
-) -> Result<T, CoreGone> {
-    let f = Arc::new(f);
-    loop {
-        let me = thread::current().id();
-        let f = Arc::clone(&f);
-        if let Some(value) = core.call(move |c| (thread::current().id() == me).then(|| f(c)))? {
-            return Ok(value);
-        }
-        thread::yield_now();
-    }
-}
-
 /// Counts the calls it wraps as they run, the times one started while
 /// another was still running, and those run by a thread other than their
 /// caller's.
@@ -234,18 +216,14 @@ fn a_panicking_call_fails_queued_and_later_calls_with_core_gone() {
     let (core, caretaker) = start();
     let (started_tx, started_rx) = mpsc::channel();
     let (arriving_tx, arriving_rx) = mpsc::channel::<()>();
-    let arriving_rx = Mutex::new(arriving_rx);
 
     let panicking = {
         let core = core.clone();
         thread::spawn(move || {
-            // On this thread, so that it is this thread that unwinds (not
-            // the caretaker's, had it been holding the core at the time).
-            call_on_this_thread(&core, move |_| {
+            core.call(move |_| {
                 started_tx.send(()).unwrap();
-                let arriving = arriving_rx.lock().unwrap();
                 for _ in 0..WAITERS {
-                    arriving.recv_timeout(PATIENCE).unwrap();
+                    arriving_rx.recv_timeout(PATIENCE).unwrap();
                 }
                 thread::sleep(LONG_CALL);
                 panic!("a deliberate panic inside a core call");
@@ -292,14 +270,13 @@ fn the_caller_of_a_queued_call_that_panics_is_not_left_waiting() {
     let (core, _caretaker) = start();
     let (started_tx, started_rx) = mpsc::channel();
     let (queued_tx, queued_rx) = mpsc::channel::<()>();
-    let queued_rx = Mutex::new(queued_rx);
 
     let holder = {
         let core = core.clone();
         thread::Builder::new().name("holder".into()).spawn(move || {
-            call_on_this_thread(&core, move |_| {
+            core.call(move |_| {
                 started_tx.send(()).unwrap();
-                queued_rx.lock().unwrap().recv_timeout(PATIENCE).unwrap();
+                queued_rx.recv_timeout(PATIENCE).unwrap();
                 thread::sleep(LONG_CALL);
             })
         })
