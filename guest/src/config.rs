@@ -36,8 +36,12 @@ pub const DEFAULT_MAX_BYTES: u64 = 512 * 1024 * 1024;
 /// with a client certificate chain; nginx stops at 8 KiB. 16 KiB leaves room
 /// for long chains without letting one client fill the cache.
 pub const DEFAULT_MAX_SESSION_BYTES: u32 = 16 * 1024;
-/// Default expired entries removed per housekeeping call: small enough that
-/// one call takes well under a millisecond, so requests never wait long.
+/// Default expired entries removed per housekeeping call: one call takes
+/// well under a millisecond from memory, about 3 ms from a persistent store
+/// of a million sessions (mostly reads that miss redb's page cache), and a
+/// request waits for at most one call. 64 was measured too: p99 during a
+/// million-session sweep fell only from about 10 to 8 ms, while the sweep
+/// took half as long again.
 pub const DEFAULT_HOUSEKEEPING_BATCH: u32 = 256;
 /// Longest cache name; names become storage table names.
 pub const MAX_CACHE_NAME: usize = 64;

@@ -26,7 +26,7 @@ use tlskeeper::caps::SeedStore;
 use tlskeeper::config::Settings;
 use tlskeeper::engine::{Capabilities, Core};
 use tlskeeper::shared_core::{CoreGone, SharedCore, spawn};
-use tlskeeper::storage::{Entry, MemoryStorage, Storage, StorageError, TableStat};
+use tlskeeper::storage::{Commit, Committed, Entry, MemoryStorage, Storage, StorageError, TableStat};
 
 use common::{ScriptedClock, caps, runtime};
 
@@ -404,4 +404,137 @@ fn dropping_the_last_handle_checkpoints_drops_the_core_and_ends_the_caretaker() 
         Some(before + 1),
         "the core was not dropped by the time the caretaker ended, or before its checkpoint"
     );
+}
+
+/// Sessions left in every cache.
+fn cached(core: &SharedCore) -> u64 {
+    core.call(|c| c.stats().unwrap()).unwrap().caches.iter().map(|c| c.entries).sum()
+}
+
+/// `housekeep_now` has the caretaker sweep at once: after the clock jumps
+/// past every session's expiry, the caretaker (which scheduled its next
+/// housekeeping for the first expiry, an hour of real time away) removes
+/// them all, in back-to-back batches, without further prompting.
+#[test]
+fn housekeep_now_sweeps_at_once_what_has_expired() {
+    const SESSIONS: u64 = 3000; // several housekeeping batches
+    let clock = ScriptedClock::new();
+    let (core, caretaker) = spawn(common::core(&clock)).expect("caretaker starts");
+    core.call(|c| {
+        for i in 0..SESSIONS {
+            c.update("smtpd", &format!("id-{i}"), &[7; 140]).unwrap();
+        }
+    })
+    .unwrap();
+    assert_eq!(cached(&core), SESSIONS);
+    clock.advance_secs(Settings::default().caches["smtpd"].timeout.into());
+    clock.advance_secs(1);
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(cached(&core), SESSIONS, "swept before being asked (the test cannot tell the request apart)");
+
+    core.housekeep_now();
+    let deadline = Instant::now() + PATIENCE;
+    while cached(&core) > 0 {
+        assert!(Instant::now() < deadline, "{} sessions still cached", cached(&core));
+        thread::sleep(Duration::from_millis(5));
+    }
+    drop(core);
+    join_within(caretaker, "the caretaker").unwrap();
+}
+
+/// Storage whose commits are detached: it wants one as soon as it holds a
+/// write, and each commit's work waits until the test has made a call
+/// through the shared core, which it could not if the caretaker ran the
+/// commit while holding the core.
+#[derive(Debug)]
+struct Detached {
+    inner: MemoryStorage,
+    /// Writes since the last commit started.
+    held: usize,
+    /// The test's signal that its call went through; the commits' report
+    /// of how they ended.
+    signal: Arc<Mutex<mpsc::Receiver<()>>>,
+    finished: Arc<Mutex<Vec<Result<(), StorageError>>>>,
+}
+
+impl Storage for Detached {
+    fn get(&mut self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.get(table, key)
+    }
+    fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.held += 1;
+        self.inner.put(table, key, value)
+    }
+    fn delete(&mut self, table: &str, key: &[u8]) -> Result<bool, StorageError> {
+        self.inner.delete(table, key)
+    }
+    fn scan(&mut self, table: &str, after: Option<&[u8]>, limit: u32) -> Result<Vec<Entry>, StorageError> {
+        self.inner.scan(table, after, limit)
+    }
+    fn stat(&mut self, table: &str) -> Result<TableStat, StorageError> {
+        self.inner.stat(table)
+    }
+    fn wants_commit(&self) -> bool {
+        self.held > 0
+    }
+    fn start_commit(&mut self, _durable: bool) -> Result<Option<Commit>, StorageError> {
+        if self.held == 0 {
+            return Ok(None);
+        }
+        self.held = 0;
+        let signal = Arc::clone(&self.signal);
+        Ok(Some(Commit::new(0, move || match signal.lock().unwrap().recv_timeout(PATIENCE) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(StorageError::Unavailable("the test's call never went through".to_owned())),
+        })))
+    }
+    fn finish_commit(&mut self, done: Committed) -> Result<(), StorageError> {
+        self.finished.lock().unwrap().push(done.result.clone());
+        done.result
+    }
+}
+
+/// The caretaker commits storage without holding the core: while a
+/// commit's work runs (here, waits), calls go through; its outcome then
+/// goes back to storage.
+#[test]
+fn the_caretaker_runs_storage_commits_without_holding_the_core() {
+    let clock = ScriptedClock::new();
+    let (signal_tx, signal_rx) = mpsc::channel();
+    let finished = Arc::new(Mutex::new(Vec::new()));
+    let storage = Detached {
+        inner: MemoryStorage::new(),
+        held: 0,
+        signal: Arc::new(Mutex::new(signal_rx)),
+        finished: Arc::clone(&finished),
+    };
+    let caps = Capabilities { storage: Box::new(storage), ..caps(&clock) };
+    let settings = Settings::default();
+    let core = Core::start(runtime(), caps, settings.core_config(), settings.limits()).expect("core starts");
+    let (core, caretaker) = spawn(core).expect("caretaker starts");
+
+    // A write makes storage want a commit; the caretaker starts it within
+    // its check interval and runs it, and the commit waits for our signal.
+    core.call(|c| c.update("smtpd", "id", &[1; 100]).unwrap()).unwrap();
+    thread::sleep(tlskeeper::shared_core::COMMIT_CHECK_INTERVAL * 3);
+    // Were the caretaker holding the core, this would wait for the commit,
+    // which waits for this.
+    let (done_tx, done_rx) = mpsc::channel();
+    let caller = {
+        let core = core.clone();
+        thread::spawn(move || done_tx.send(core.call(|c| c.seed(8).map(|s| s.len()).unwrap())).unwrap())
+    };
+    let answered = done_rx.recv_timeout(PATIENCE);
+    signal_tx.send(()).unwrap();
+    assert_eq!(answered, Ok(Ok(8)), "a call waited for the storage commit");
+    join_within(caller, "the caller").unwrap();
+
+    let deadline = Instant::now() + PATIENCE;
+    while finished.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the commit's outcome never went back to storage");
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(finished.lock().unwrap()[0], Ok(()));
+    drop(core);
+    join_within(caretaker, "the caretaker").unwrap();
 }

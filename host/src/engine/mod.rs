@@ -499,6 +499,39 @@ impl Core {
     pub fn flush_storage(&mut self) -> Result<(), crate::storage::StorageError> {
         self.store.data_mut().caps.storage.flush()
     }
+
+    /// Whether storage holds enough writes to want a commit before the next
+    /// flush (see [`Storage::wants_commit`](crate::storage::Storage::wants_commit)).
+    pub fn storage_wants_commit(&self) -> bool {
+        self.store.data().caps.storage.wants_commit()
+    }
+
+    /// Detach storage's held writes into a commit to run without the core
+    /// (see [`Storage::start_commit`](crate::storage::Storage::start_commit));
+    /// with `durable`, it is a flush. Not an export call: the core never
+    /// sees it.
+    ///
+    /// # Errors
+    ///
+    /// The backend's error.
+    pub fn start_storage_commit(
+        &mut self,
+        durable: bool,
+    ) -> Result<Option<crate::storage::Commit>, crate::storage::StorageError> {
+        self.store.data_mut().caps.storage.start_commit(durable)
+    }
+
+    /// Hand a detached commit's outcome back to storage.
+    ///
+    /// # Errors
+    ///
+    /// The commit's error (its writes are held again for the next one).
+    pub fn finish_storage_commit(
+        &mut self,
+        done: crate::storage::Committed,
+    ) -> Result<(), crate::storage::StorageError> {
+        self.store.data_mut().caps.storage.finish_commit(done)
+    }
 }
 
 fn convert_key(raw: &manager::SessionTicketKey) -> Option<TicketKey> {

@@ -30,16 +30,28 @@
 //!
 //! Writes to any other table (the session caches) are held in an
 //! [`Overlay`] in memory, which reads consult first, and are committed in one
-//! transaction at the next durable commit: a ticket-key write or
-//! [`Storage::flush`], which the host calls about once a second and at
-//! shutdown, and which `Drop` attempts. Should the overlay reach
-//! [`OVERLAY_LIMIT`] bytes or [`OVERLAY_DELETES`] deletes first, it is
-//! committed early with [`Durability::None`] (crash-consistent, not
-//! fsynced), which bounds its memory and the work a scan wastes stepping
-//! over deleted keys. A crash loses
-//! the writes made since the last durable commit, and leaves the file at
-//! that commit, consistent with its counters; losing recent sessions only
-//! costs clients a full handshake.
+//! transaction at the next durable commit: a ticket-key write, or the flush
+//! the host makes about once a second and at shutdown, and which `Drop`
+//! attempts. Should the overlay reach [`OVERLAY_LIMIT`] bytes or
+//! [`OVERLAY_DELETES`] deletes first, it asks to be committed early
+//! ([`Storage::wants_commit`]) with [`Durability::None`] (crash-consistent,
+//! not fsynced), which bounds its memory and the work a scan wastes stepping
+//! over deleted keys. A crash loses the writes made since the last durable
+//! commit, and leaves the file at that commit, consistent with its
+//! counters; losing recent sessions only costs clients a full handshake.
+//!
+//! The host makes both kinds of commit detached ([`Storage::start_commit`]):
+//! the overlay is moved aside, still read beneath the new one, and the
+//! transaction is begun at once but written out and committed by the
+//! caller after it has let go of the core. Reads meanwhile use redb's last
+//! commit plus the two overlays, so requests never wait for the disk. The
+//! transaction is begun while the caller still holds the core, so that
+//! redb's single writer orders it before any inline commit that follows;
+//! an inline commit (a ticket-key write, or an overlay grown to
+//! [`OVERLAY_SLACK`] times its limits because nobody committed it) writes
+//! the detached writes again beneath its own, so they can never land after
+//! newer ones whatever the detached commit's fate. A detached commit that
+//! fails gives its writes back to the overlay.
 //!
 //! Rejected: a transaction per write. Even without an fsync, a redb commit
 //! costs about 10 us, three of them per cached session (the session, its
@@ -86,9 +98,10 @@
 //! another daemon or this one, is refused with [`OpenError::Locked`].
 //!
 //! Opening reads the whole file and commits (the integrity check): a few
-//! milliseconds for a few megabytes. A flush holds the core for as long as
-//! its commit takes (about 15 ms per 10 000 overlay writes, plus two
-//! fsyncs).
+//! milliseconds for a few megabytes. An inline commit holds the core for as
+//! long as it takes (about 15 ms per 10 000 overlay writes, plus two fsyncs
+//! when durable), and waits first for a detached commit still running: a
+//! ticket-key write during a flush waits for the flush's fsync.
 //!
 //! Pages freed by a commit are reused only after a durable one, so commits
 //! between flushes grow the file: rewriting 10 000 sessions of 140 bytes
@@ -100,14 +113,16 @@ use std::fmt;
 use std::io;
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::Arc;
 
 use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt};
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableError, TableHandle,
+    WriteTransaction,
 };
 
 use super::overlay::{Known, Overlay};
-use super::{Entry, Storage, StorageError, TableStat, check_sizes};
+use super::{Commit, Committed, Entry, Storage, StorageError, TableStat, check_sizes};
 
 /// The database file's name inside the data directory.
 pub const FILE_NAME: &str = "store.redb";
@@ -229,7 +244,8 @@ pub enum OpenError {
 
 /// The core's tables in one redb file; see the module docs.
 pub struct FileStorage {
-    db: Database,
+    /// Shared with a detached commit while one runs.
+    db: Arc<Database>,
     /// Counters of every table ever written, keyed by core name; a table
     /// not here is empty. A `BTreeMap` so `Debug` lists them in order.
     stats: BTreeMap<String, TableStat>,
@@ -237,26 +253,44 @@ pub struct FileStorage {
     /// Writes to non-durable tables not yet committed; the counters in
     /// `stats` already include them.
     overlay: Overlay,
+    /// The writes of a detached commit that has not reported back: read
+    /// beneath `overlay`, and written again by any inline commit meanwhile.
+    committing: Option<InFlight>,
+    /// The number the next detached commit gets.
+    next_commit: u64,
     /// True after a non-durable commit that no durable commit has followed.
     pending: bool,
     location: String,
 }
 
+/// A commit started by [`Storage::start_commit`] and not yet finished.
+struct InFlight {
+    id: u64,
+    writes: Arc<Overlay>,
+}
+
 /// A put (`Some(value)`) or delete (`None`) of a key in a table.
 type Write<'a> = (&'a str, &'a [u8], Option<&'a [u8]>);
 
-/// Most bytes of keys and values the overlay holds before it is committed
-/// (without an fsync) ahead of the next flush: about 16 000 sealed sessions
-/// with their index entries, a few seconds of updates at full speed.
+/// Bytes of keys and values in the overlay at which it asks to be
+/// committed ahead of the next flush ([`Storage::wants_commit`]): about
+/// 16 000 sealed sessions with their index entries, a fraction of a second
+/// of updates at full speed.
 const OVERLAY_LIMIT: usize = 4 * 1024 * 1024;
 
-/// Most deletes the overlay holds before it is committed early. A scan
-/// steps over every key deleted in the overlay, and a housekeeping sweep
-/// deletes the front of the very range it scans next: unbounded, each batch
-/// of a million-entry sweep walked over all the earlier ones (measured: 32 s
-/// for the sweep, p99 near a second). At 1 024 a scan wastes well under a
-/// millisecond, and a sweep commits every two batches or so.
+/// Deletes in the overlay at which it asks to be committed. A scan steps
+/// over every key deleted in the overlay, and a housekeeping sweep deletes
+/// the front of the very range it scans next: unbounded, each batch of a
+/// million-entry sweep walked over all the earlier ones (measured: 32 s for
+/// the sweep, p99 near a second). At 1 024 a scan wastes well under a
+/// millisecond.
 const OVERLAY_DELETES: usize = 1024;
+
+/// How far past its limits the overlay may grow while nobody commits it
+/// (no host running detached commits, or one still running) before a write
+/// commits it inline, holding up the core for the commit: the hard bound
+/// on the overlay's memory and on a scan's wasted steps.
+const OVERLAY_SLACK: usize = 4;
 
 impl fmt::Debug for FileStorage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -264,7 +298,8 @@ impl fmt::Debug for FileStorage {
         let mut d = f.debug_struct("FileStorage");
         d.field("location", &self.location)
             .field("pending", &self.pending)
-            .field("overlay_bytes", &self.overlay.bytes());
+            .field("overlay_bytes", &self.overlay.bytes())
+            .field("committing", &self.committing.as_ref().map(|c| c.id));
         for (name, s) in &self.stats {
             d.field(name, &(s.entries, s.bytes));
         }
@@ -345,7 +380,16 @@ impl FileStorage {
             .create_with_backend(backend)
             .map_err(|e| db_error(&location, e))?;
         let stats = load_stats(&db, &location)?;
-        Ok(Self { db, stats, durable_tables, overlay: Overlay::default(), pending: false, location })
+        Ok(Self {
+            db: Arc::new(db),
+            stats,
+            durable_tables,
+            overlay: Overlay::default(),
+            committing: None,
+            next_commit: 0,
+            pending: false,
+            location,
+        })
     }
 
     /// Open, or create, `store.redb` in the directory at `path`, creating
@@ -408,7 +452,7 @@ impl FileStorage {
     }
 
     fn error(&self, e: impl fmt::Display) -> StorageError {
-        StorageError::Io(format!("{}: {e}", self.describe()))
+        io_failure(&self.describe(), e)
     }
 
     fn is_durable(&self, table: &str) -> bool {
@@ -428,51 +472,49 @@ impl FileStorage {
         Ok(t.get(key).map_err(|e| self.error(e))?.map(|v| read(v.value())))
     }
 
-    /// `read` applied to the value under `key`, if any: the overlay's,
-    /// else the store's.
+    /// `read` applied to the value under `key`, if any: the overlay's, else
+    /// that of the commit in flight, else the store's.
     fn current<T>(&self, table: &str, key: &[u8], read: impl FnOnce(&[u8]) -> T) -> Result<Option<T>, StorageError> {
-        match self.overlay.get(table, key) {
+        let mut known = self.overlay.get(table, key);
+        if let (Known::Unknown, Some(committing)) = (known, &self.committing) {
+            known = committing.writes.get(table, key);
+        }
+        match known {
             Known::Value(value) => Ok(Some(read(value))),
             Known::Deleted => Ok(None),
             Known::Unknown => self.stored(table, key, read),
         }
     }
 
-    /// Commit the overlay without waiting for a flush once it holds
-    /// [`OVERLAY_LIMIT`] bytes or [`OVERLAY_DELETES`] deletes. Called before a write is applied, so that a
-    /// failure leaves the write undone and the overlay no larger.
+    /// Commit the overlay inline once it holds [`OVERLAY_SLACK`] times its
+    /// limits: nobody has taken the hint of [`Storage::wants_commit`]. Called
+    /// before a write is applied, so that a failure leaves the write undone
+    /// and the overlay no larger.
     fn make_room(&mut self) -> Result<(), StorageError> {
-        if self.overlay.bytes() < OVERLAY_LIMIT && self.overlay.deletes() < OVERLAY_DELETES {
+        if self.overlay.bytes() < OVERLAY_LIMIT * OVERLAY_SLACK
+            && self.overlay.deletes() < OVERLAY_DELETES * OVERLAY_SLACK
+        {
             return Ok(());
         }
         self.commit(false, None).map(|_| ())
     }
 
-    /// One write transaction: the overlay, then `write` (a put of a value or
-    /// a delete) if given, and the counters of every table they touch;
-    /// durable (two-phase, fsynced) or not. Returns whether `write` found
-    /// its key. Memory is changed only once the commit has succeeded, so a
-    /// failed commit leaves the overlay to be retried and the counters as
-    /// they were.
+    /// One write transaction, inline: the writes of a detached commit still
+    /// in flight (so that they can never land after newer ones), the
+    /// overlay, then `write` (a put of a value or a delete) if given, and the
+    /// counters of every table they touch; durable (two-phase, fsynced) or
+    /// not. Waits for a detached commit to finish first: redb has one writer
+    /// at a time. Returns whether `write` found its key. Memory is changed
+    /// only once the commit has succeeded, so a failed commit leaves the
+    /// overlay to be retried and the counters as they were.
     fn commit(&mut self, durable: bool, write: Option<Write<'_>>) -> Result<bool, StorageError> {
-        let mut txn = self.db.begin_write().map_err(|e| self.error(e))?;
-        if durable {
-            txn.set_two_phase_commit(true);
-        } else {
-            txn.set_durability(Durability::None).map_err(|e| self.error(e))?;
-        }
+        let mut txn = begin(&self.db, durable).map_err(|e| self.error(e))?;
+        let in_flight = self.committing.as_ref().map(|c| &*c.writes);
         let mut counters: Vec<(&str, TableStat)> = Vec::new();
-        for (table, writes) in self.overlay.tables() {
-            let name = core_table(table);
-            let mut t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(|e| self.error(e))?;
-            for (key, value) in writes {
-                match value {
-                    Some(value) => t.insert(key, value).map(|_| ()),
-                    None => t.remove(key).map(|_| ()),
-                }
-                .map_err(|e| self.error(e))?;
+        for overlay in in_flight.into_iter().chain([&self.overlay]) {
+            for table in apply(&mut txn, overlay).map_err(|e| self.error(e))? {
+                counters.push((table, self.stats.get(table).copied().unwrap_or_default()));
             }
-            counters.push((table, self.stats.get(table).copied().unwrap_or_default()));
         }
         // `write`'s table, its new counters, and whether it found its key.
         let written = match write {
@@ -491,21 +533,66 @@ impl FileStorage {
             }
             None => None,
         };
-        {
-            let mut stats = txn.open_table(STAT_TABLE).map_err(|e| self.error(e))?;
-            for (table, stat) in counters.into_iter().chain(written.map(|(table, stat, _)| (table, stat))) {
-                stats.insert(table, (stat.entries, stat.bytes)).map_err(|e| self.error(e))?;
-            }
-        }
+        let all_counters = counters.into_iter().chain(written.map(|(table, stat, _)| (table, stat)));
+        save_counters(&txn, all_counters).map_err(|e| self.error(e))?;
         txn.commit().map_err(|e| self.error(e))?;
         if let Some((table, stat, _)) = written {
             self.stats.insert(table.to_owned(), stat);
         }
         self.overlay.clear();
+        // A detached commit still running wrote, or will write, nothing
+        // this one has not: its outcome no longer matters.
+        self.committing = None;
         // A durable commit also makes every earlier non-durable one durable.
         self.pending = !durable;
         Ok(written.is_some_and(|(_, _, found)| found))
     }
+}
+
+/// A write transaction, durable (two-phase: two fsyncs) or not (no fsync).
+fn begin(db: &Database, durable: bool) -> Result<WriteTransaction, redb::Error> {
+    let mut txn = db.begin_write()?;
+    if durable {
+        txn.set_two_phase_commit(true);
+    } else {
+        txn.set_durability(Durability::None)?;
+    }
+    Ok(txn)
+}
+
+/// Write every put and delete `overlay` holds into `txn`; the names of the
+/// tables touched.
+fn apply<'o>(txn: &mut WriteTransaction, overlay: &'o Overlay) -> Result<Vec<&'o str>, redb::Error> {
+    let mut touched = Vec::new();
+    for (table, writes) in overlay.tables() {
+        let name = core_table(table);
+        let mut t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name))?;
+        for (key, value) in writes {
+            match value {
+                Some(value) => t.insert(key, value).map(|_| ())?,
+                None => t.remove(key).map(|_| ())?,
+            }
+        }
+        touched.push(table);
+    }
+    Ok(touched)
+}
+
+/// Record per-table counters in `txn`.
+fn save_counters<'t>(
+    txn: &WriteTransaction,
+    counters: impl IntoIterator<Item = (&'t str, TableStat)>,
+) -> Result<(), redb::Error> {
+    let mut stats = txn.open_table(STAT_TABLE)?;
+    for (table, stat) in counters {
+        stats.insert(table, (stat.entries, stat.bytes))?;
+    }
+    Ok(())
+}
+
+/// A storage I/O error naming the file.
+fn io_failure(file: &str, e: impl fmt::Display) -> StorageError {
+    StorageError::Io(format!("{file}: {e}"))
 }
 
 /// Check the layout version, record it in a new store, and read the
@@ -637,7 +724,10 @@ impl Storage for FileStorage {
             let (k, v) = row.map_err(|e| self.error(e))?;
             Ok((k.value().to_vec(), v.value().to_vec()))
         });
-        self.overlay.scan(table, after, limit as usize, rows)
+        match &self.committing {
+            Some(c) => self.overlay.scan(table, after, limit as usize, c.writes.merge(table, after, rows)),
+            None => self.overlay.scan(table, after, limit as usize, rows),
+        }
     }
 
     fn stat(&mut self, table: &str) -> Result<TableStat, StorageError> {
@@ -646,12 +736,55 @@ impl Storage for FileStorage {
     }
 
     fn flush(&mut self) -> Result<(), StorageError> {
-        if !self.pending && self.overlay.is_empty() {
+        if !self.pending && self.overlay.is_empty() && self.committing.is_none() {
             return Ok(());
         }
         // A durable commit of the overlay: redb writes out every earlier
         // non-durable commit with it.
         self.commit(true, None).map(|_| ())
+    }
+
+    fn wants_commit(&self) -> bool {
+        self.committing.is_none()
+            && (self.overlay.bytes() >= OVERLAY_LIMIT || self.overlay.deletes() >= OVERLAY_DELETES)
+    }
+
+    fn start_commit(&mut self, durable: bool) -> Result<Option<Commit>, StorageError> {
+        if self.committing.is_some() || (self.overlay.is_empty() && !(durable && self.pending)) {
+            return Ok(None);
+        }
+        // Begun now, while the caller holds the core: redb's single writer
+        // then orders this commit before any inline one that follows.
+        let mut txn = begin(&self.db, durable).map_err(|e| self.error(e))?;
+        let writes = Arc::new(std::mem::take(&mut self.overlay));
+        let counters: Vec<(String, TableStat)> = writes
+            .tables()
+            .map(|(table, _)| (table.to_owned(), self.stats.get(table).copied().unwrap_or_default()))
+            .collect();
+        let id = self.next_commit;
+        self.next_commit += 1;
+        self.committing = Some(InFlight { id, writes: Arc::clone(&writes) });
+        // Set back on failure, in `finish_commit`.
+        self.pending = !durable;
+        let file = self.describe();
+        let work = move || -> Result<(), redb::Error> {
+            apply(&mut txn, &writes)?;
+            save_counters(&txn, counters.iter().map(|(table, stat)| (table.as_str(), *stat)))?;
+            Ok(txn.commit()?)
+        };
+        Ok(Some(Commit::new(id, move || work().map_err(|e| io_failure(&file, e)))))
+    }
+
+    fn finish_commit(&mut self, done: Committed) -> Result<(), StorageError> {
+        // Not in flight any more: an inline commit wrote its writes since.
+        let Some(in_flight) = self.committing.take_if(|c| c.id == done.id) else {
+            return Ok(());
+        };
+        done.result.inspect_err(|_| {
+            let writes = Arc::try_unwrap(in_flight.writes).unwrap_or_else(|shared| (*shared).clone());
+            self.overlay.absorb_under(writes);
+            self.pending = true;
+        })
     }
 }
 
@@ -1422,29 +1555,31 @@ mod tests {
         assert_eq!(s.stat("sess").unwrap(), TableStat { entries: 99, bytes: 98 * (4 + 140) + 4 + 9 });
     }
 
-    /// Once the overlay holds `OVERLAY_LIMIT` bytes it is committed ahead
-    /// of the next write, so it never holds more than the limit plus one
-    /// record; everything written stays readable, with counters that agree
-    /// with the data, before and after a reopen.
+    /// Once the overlay holds `OVERLAY_LIMIT` bytes it asks for a commit;
+    /// when nobody commits it, it is committed inline at `OVERLAY_SLACK`
+    /// times that, so it never holds more than that plus one record.
+    /// Everything written stays readable, with counters that agree with the
+    /// data, before and after a reopen.
     #[test]
-    fn the_overlay_is_committed_early_at_its_limit() {
-        const VALUES: u32 = 30_000;
+    fn the_overlay_asks_for_a_commit_at_its_limit_and_commits_inline_past_it() {
+        const VALUES: u32 = 120_000;
         const RECORD: usize = 4 + 150;
-        assert!(VALUES as usize * RECORD > OVERLAY_LIMIT, "the test must pass the limit");
+        assert!(VALUES as usize * RECORD > OVERLAY_LIMIT * OVERLAY_SLACK, "the test must pass the hard limit");
         let dir = data_dir();
         let mut s = open(dir.path()).unwrap();
         let value = |i: u32| [i as u8; 150];
         let (mut largest, mut early_commits) = (0, 0);
         for i in 0..VALUES {
             let held = s.overlay.bytes();
+            assert_eq!(s.wants_commit(), held >= OVERLAY_LIMIT, "at {held} bytes");
             s.put("sess", &i.to_be_bytes(), &value(i)).unwrap();
             if s.overlay.bytes() < held {
                 early_commits += 1;
             }
             largest = largest.max(s.overlay.bytes());
         }
-        assert!(largest < OVERLAY_LIMIT + RECORD, "the overlay grew to {largest} bytes");
-        assert_eq!(early_commits, 1, "the overlay should be committed once, early, at {OVERLAY_LIMIT} bytes");
+        assert!(largest < OVERLAY_LIMIT * OVERLAY_SLACK + RECORD, "the overlay grew to {largest} bytes");
+        assert_eq!(early_commits, 1, "the overlay should be committed once, inline, at its hard limit");
         let shown = format!("{s:?}");
         assert!(shown.contains("pending: true"), "{shown}");
         assert!(shown.contains(&format!("overlay_bytes: {}", s.overlay.bytes())), "{shown}");
@@ -1464,27 +1599,138 @@ mod tests {
         }
     }
 
-    /// Deletes held in the overlay are committed once there are
-    /// [`OVERLAY_DELETES`] of them, so that a scan never steps over more
-    /// (a sweep deletes the front of the range it scans next), and the
-    /// scan still sees exactly the keys that remain.
+    /// Deletes held in the overlay ask for a commit once there are
+    /// [`OVERLAY_DELETES`] of them, and are committed inline at
+    /// [`OVERLAY_SLACK`] times that, so that a scan never steps over more
+    /// (a sweep deletes the front of the range it scans next); the scan
+    /// still sees exactly the keys that remain.
     #[test]
-    fn the_overlay_is_committed_early_at_its_delete_limit() {
+    fn the_overlay_asks_for_a_commit_at_its_delete_limit() {
         let dir = data_dir();
         let mut s = open(dir.path()).unwrap();
-        let total = 3 * OVERLAY_DELETES as u32;
+        let total = (OVERLAY_SLACK as u32 + 2) * OVERLAY_DELETES as u32;
         for i in 0..total {
             s.put("scache/smtpd", &i.to_be_bytes(), b"v").unwrap();
         }
         s.flush().unwrap();
         for i in 0..total - 10 {
             s.delete("scache/smtpd", &i.to_be_bytes()).unwrap();
-            assert!(s.overlay.deletes() <= OVERLAY_DELETES, "{} deletes held", s.overlay.deletes());
+            let held = s.overlay.deletes();
+            assert!(held <= OVERLAY_DELETES * OVERLAY_SLACK, "{held} deletes held");
+            assert_eq!(s.wants_commit(), held >= OVERLAY_DELETES, "{held} deletes held");
         }
         assert!(s.pending, "an early, non-durable commit happened");
         let left = keys(scan_all(&mut s, "scache/smtpd"));
         assert_eq!(left, (total - 10..total).map(|i| i.to_be_bytes().to_vec()).collect::<Vec<_>>());
         assert_eq!(counted(&mut s, "scache/smtpd"), s.stat("scache/smtpd").unwrap());
+    }
+
+    /// Put `n` values `0..n` under `prefix` into the session table.
+    fn put_numbered(s: &mut FileStorage, prefix: &[u8], n: u8, value: &[u8]) {
+        for i in 0..n {
+            s.put("sess", &[prefix, &[i]].concat(), value).unwrap();
+        }
+    }
+
+    /// The session table's contents, through `get` and `scan` both (they
+    /// must agree), as a map.
+    fn contents(s: &mut FileStorage) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        let scanned: BTreeMap<Vec<u8>, Vec<u8>> = scan_all(s, "sess").into_iter().collect();
+        for (key, value) in &scanned {
+            assert_eq!(s.get("sess", key).unwrap().as_ref(), Some(value));
+        }
+        assert_eq!(s.stat("sess").unwrap(), counted(s, "sess"));
+        scanned
+    }
+
+    /// A detached commit: while it runs, reads and scans see its writes
+    /// beneath newer ones (puts and deletes of the same keys); once it has
+    /// run they are in redb; after a flush and a reopen, the newest value
+    /// of every key is what remains, with matching counters.
+    #[test]
+    fn a_detached_commit_is_read_through_while_it_runs_and_lands_beneath_newer_writes() {
+        let dir = data_dir();
+        let mut s = open(dir.path()).unwrap();
+        put_numbered(&mut s, b"a", 20, b"old");
+        assert!(s.delete("sess", b"a\x05").unwrap());
+        let commit = s.start_commit(true).unwrap().expect("there are writes to commit");
+        {
+            // Newer writes while the commit is detached: overwrite, delete,
+            // re-create the deleted key, add new ones.
+            s.put("sess", b"a\x01", b"new").unwrap();
+            assert!(s.delete("sess", b"a\x02").unwrap());
+            s.put("sess", b"a\x05", b"back").unwrap();
+            put_numbered(&mut s, b"b", 5, b"newer");
+            assert!(s.start_commit(true).unwrap().is_none(), "one commit at a time");
+            let during = contents(&mut s);
+            assert_eq!(during.get(b"a\x01".as_slice()).map(Vec::as_slice), Some(b"new".as_slice()));
+            assert!(!during.contains_key(b"a\x02".as_slice()));
+            assert_eq!(during.get(b"a\x05".as_slice()).map(Vec::as_slice), Some(b"back".as_slice()));
+            assert_eq!(during.get(b"a\x03".as_slice()).map(Vec::as_slice), Some(b"old".as_slice()));
+            assert_eq!(during.len(), 20 - 1 + 5);
+            let done = commit.run();
+            assert!(done.result.is_ok());
+            s.finish_commit(done).unwrap();
+            assert_eq!(contents(&mut s), during);
+        }
+        let before = contents(&mut s);
+        // The detached commit was durable: its writes are in redb already.
+        assert_eq!(s.stored("sess", b"a\x03", <[u8]>::to_vec).unwrap(), Some(b"old".to_vec()));
+        assert_eq!(s.stored("sess", b"a\x05", <[u8]>::to_vec).unwrap(), None);
+        drop(s);
+        let mut s = open(dir.path()).unwrap();
+        assert_eq!(contents(&mut s), before);
+    }
+
+    /// A detached commit that fails gives its writes back to the overlay
+    /// (beneath any newer ones) for the next commit: nothing is lost.
+    #[test]
+    fn a_failed_detached_commit_keeps_its_writes_for_the_next() {
+        let dir = data_dir();
+        let mut s = open(dir.path()).unwrap();
+        put_numbered(&mut s, b"a", 10, b"old");
+        let commit = s.start_commit(false).unwrap().unwrap();
+        s.put("sess", b"a\x01", b"new").unwrap();
+        let expected = contents(&mut s);
+        // Dropping the commit unrun aborts its transaction; report a failure.
+        let id = commit.id;
+        drop(commit);
+        let failure = StorageError::Io("disk full".to_owned());
+        assert_eq!(s.finish_commit(Committed { id, result: Err(failure.clone()) }), Err(failure));
+        assert!(s.committing.is_none());
+        assert_eq!(contents(&mut s), expected);
+        assert_eq!(s.stored("sess", b"a\x03", <[u8]>::len).unwrap(), None, "nothing reached redb");
+        drop(s);
+        let mut s = open(dir.path()).unwrap();
+        assert_eq!(contents(&mut s), expected, "the close flushed what the failed commit held");
+    }
+
+    /// An inline commit (a durable write) while a detached commit is out
+    /// writes the detached writes too, beneath its own: when the detached
+    /// one reports back, whatever its outcome, nothing changes.
+    #[test]
+    fn an_inline_commit_supersedes_a_detached_one() {
+        let dir = data_dir();
+        let mut s = open(dir.path()).unwrap();
+        put_numbered(&mut s, b"a", 10, b"old");
+        let commit = s.start_commit(false).unwrap().unwrap();
+        let id = commit.id;
+        // The detached commit holds redb's writer until it runs or drops; a
+        // daemon's inline commit would wait for it. Here it is abandoned.
+        drop(commit);
+        s.put("sess", b"a\x01", b"new").unwrap();
+        s.put("tktkey", b"k", b"key").unwrap();
+        assert!(s.committing.is_none(), "the inline commit took over");
+        let expected = contents(&mut s);
+        let failure = StorageError::Io("late".to_owned());
+        assert_eq!(s.finish_commit(Committed { id, result: Err(failure) }), Ok(()));
+        assert!(s.overlay.is_empty(), "the stale outcome put nothing back");
+        assert_eq!(s.stored("sess", b"a\x03", <[u8]>::to_vec).unwrap(), Some(b"old".to_vec()));
+        assert_eq!(s.stored("sess", b"a\x01", <[u8]>::to_vec).unwrap(), Some(b"new".to_vec()));
+        drop(s);
+        let mut s = open(dir.path()).unwrap();
+        assert_eq!(contents(&mut s), expected);
+        assert_eq!(s.get("tktkey", b"k").unwrap(), Some(b"key".to_vec()));
     }
 
     /// Deleting a key that is not there, in a non-durable or a durable

@@ -15,6 +15,13 @@
 //! - after `flush` returns, every completed write survives a crash; a
 //!   backend may make writes durable sooner (the memory backend, never).
 //!
+//! A backend that batches writes may also let its commits run apart from
+//! the store ([`Storage::start_commit`]): the host starts one while it
+//! holds the core, runs it ([`Commit::run`]) after letting go, and hands
+//! the outcome back ([`Storage::finish_commit`]). Meanwhile every call sees
+//! the store as if the commit had already happened, so slow disk work
+//! (writing pages, the fsync) no longer holds up requests.
+//!
 //! # Security
 //!
 //! Values are secret (sessions, ticket keys): backends never log them.
@@ -23,8 +30,8 @@
 //!
 //! # Limitations
 //!
-//! Synchronous: a slow backend holds the core's lock, and so every
-//! request, for as long as it takes.
+//! Apart from a detached commit, synchronous: a slow read holds the core's
+//! lock, and so every request, for as long as it takes.
 
 pub mod file;
 pub mod kek;
@@ -92,6 +99,77 @@ pub trait Storage: Send + fmt::Debug {
     fn flush(&mut self) -> Result<(), StorageError> {
         Ok(())
     }
+    /// True when held writes have reached the size at which they should be
+    /// committed soon with [`Storage::start_commit`].
+    fn wants_commit(&self) -> bool {
+        false
+    }
+    /// Detach the held writes into a [`Commit`] that runs without the
+    /// store; with `durable`, it also makes every completed write durable,
+    /// like `flush`. `None` when nothing needs doing, or when the backend
+    /// did the work now (the default: `flush` when `durable`).
+    ///
+    /// Until [`Storage::finish_commit`] takes its outcome back, calls see
+    /// the store as if the commit had succeeded. Another commit must not
+    /// be started meanwhile (it returns `None`).
+    ///
+    /// # Errors
+    ///
+    /// The backend's error; nothing was detached.
+    fn start_commit(&mut self, durable: bool) -> Result<Option<Commit>, StorageError> {
+        if durable {
+            self.flush()?;
+        }
+        Ok(None)
+    }
+    /// Take back the outcome of a commit this backend started. On failure
+    /// the writes it held are held again, for the next commit.
+    ///
+    /// # Errors
+    ///
+    /// The commit's error.
+    fn finish_commit(&mut self, done: Committed) -> Result<(), StorageError> {
+        done.result
+    }
+}
+
+/// A commit detached from its backend by [`Storage::start_commit`]: the
+/// slow part of writing out held writes, to run without holding the core.
+/// Dropped without running, it is abandoned, as if it had failed, except
+/// that [`Storage::finish_commit`] is never told: the backend keeps the
+/// writes visible and commits them with its next commit.
+#[must_use = "a commit does nothing until run, and its outcome must go back to the backend"]
+pub struct Commit {
+    id: u64,
+    work: Box<dyn FnOnce() -> Result<(), StorageError>>,
+}
+
+impl Commit {
+    /// A commit numbered `id` (by its backend) that does `work`.
+    pub fn new(id: u64, work: impl FnOnce() -> Result<(), StorageError> + 'static) -> Self {
+        Self { id, work: Box::new(work) }
+    }
+
+    /// Do the work; the outcome goes back to [`Storage::finish_commit`].
+    pub fn run(self) -> Committed {
+        Committed { id: self.id, result: (self.work)() }
+    }
+}
+
+impl fmt::Debug for Commit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Commit").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// The outcome of a [`Commit`], for [`Storage::finish_commit`].
+#[derive(Debug)]
+#[must_use = "the backend must be told how its commit went"]
+pub struct Committed {
+    /// The commit's number.
+    pub id: u64,
+    /// What the work returned.
+    pub result: Result<(), StorageError>,
 }
 
 /// Check sizes against the limits every backend shares.

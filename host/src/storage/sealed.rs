@@ -116,7 +116,7 @@ use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::kek::{FINGERPRINT_LEN, Kek};
-use super::{Entry, Storage, StorageError, TableStat, check_sizes};
+use super::{Commit, Committed, Entry, Storage, StorageError, TableStat, check_sizes};
 
 /// Bytes a sealed value adds to its plaintext: version, nonce and tag.
 pub const OVERHEAD: usize = 1 + NONCE_LEN + TAG_LEN;
@@ -452,6 +452,18 @@ impl<S: Storage> Storage for Sealed<S> {
 
     fn flush(&mut self) -> Result<(), StorageError> {
         self.inner.flush()
+    }
+
+    fn wants_commit(&self) -> bool {
+        self.inner.wants_commit()
+    }
+
+    fn start_commit(&mut self, durable: bool) -> Result<Option<Commit>, StorageError> {
+        self.inner.start_commit(durable)
+    }
+
+    fn finish_commit(&mut self, done: Committed) -> Result<(), StorageError> {
+        self.inner.finish_commit(done)
     }
 }
 

@@ -22,7 +22,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Entry, MemoryStorage, Storage, StorageError, TableStat};
+use super::{Commit, Committed, Entry, MemoryStorage, Storage, StorageError, TableStat};
 
 /// The storage tables of the session cache `name`, as the core names them
 /// (guest `scache` module): the entries and their age index. The
@@ -100,6 +100,18 @@ impl<S: Storage> Storage for Split<S> {
 
     fn flush(&mut self) -> Result<(), StorageError> {
         self.persistent.flush()
+    }
+
+    fn wants_commit(&self) -> bool {
+        self.persistent.wants_commit()
+    }
+
+    fn start_commit(&mut self, durable: bool) -> Result<Option<Commit>, StorageError> {
+        self.persistent.start_commit(durable)
+    }
+
+    fn finish_commit(&mut self, done: Committed) -> Result<(), StorageError> {
+        self.persistent.finish_commit(done)
     }
 }
 
