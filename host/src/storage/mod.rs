@@ -135,9 +135,11 @@ pub trait Storage: Send + fmt::Debug {
 
 /// A commit detached from its backend by [`Storage::start_commit`]: the
 /// slow part of writing out held writes, to run without holding the core.
-/// Dropped without running, it is abandoned, as if it had failed, except
-/// that [`Storage::finish_commit`] is never told: the backend keeps the
-/// writes visible and commits them with its next commit.
+/// Dropped without running, its transaction is abandoned but
+/// [`Storage::finish_commit`] is never told: the backend keeps the writes
+/// visible and, since it starts no other detached commit meanwhile, writes
+/// them with its next inline one (a durable write, a full overlay, or
+/// `flush`, which closing the store makes).
 #[must_use = "a commit does nothing until run, and its outcome must go back to the backend"]
 pub struct Commit {
     id: u64,
