@@ -42,6 +42,35 @@ fn start() -> (SharedCore, JoinHandle<()>) {
     spawn(common::core(&ScriptedClock::new())).expect("caretaker starts")
 }
 
+/// Start a call that takes the core, waits until `waiters` other threads
+/// have said (on the returned sender) that they are about to call, holds on
+/// for [`LONG_CALL`] more so that their calls queue behind it, and then runs
+/// `then`. Returns once the call holds the core.
+fn hold_core<T: Send + 'static>(
+    core: &SharedCore,
+    waiters: usize,
+    then: impl FnOnce(&mut Core) -> T + Send + 'static,
+) -> (JoinHandle<Result<T, CoreGone>>, mpsc::Sender<()>) {
+    let (started_tx, started_rx) = mpsc::channel();
+    let (arriving_tx, arriving_rx) = mpsc::channel::<()>();
+    let core = core.clone();
+    let holder = thread::Builder::new()
+        .name("holder".into())
+        .spawn(move || {
+            core.call(move |c| {
+                started_tx.send(()).unwrap();
+                for _ in 0..waiters {
+                    arriving_rx.recv_timeout(PATIENCE).unwrap();
+                }
+                thread::sleep(LONG_CALL);
+                then(c)
+            })
+        })
+        .unwrap();
+    started_rx.recv_timeout(PATIENCE).expect("the long call started");
+    (holder, arriving_tx)
+}
+
 /// Join `thread`, failing the test if it has not ended within [`PATIENCE`].
 fn join_within<T>(thread: JoinHandle<T>, what: &str) -> thread::Result<T> {
     let deadline = Instant::now() + PATIENCE;
@@ -146,27 +175,14 @@ fn calls_queued_behind_a_long_call_all_complete() {
     const WAITERS: usize = 12;
     let (core, caretaker) = start();
     let long_done = Arc::new(AtomicBool::new(false));
-    let (started_tx, started_rx) = mpsc::channel();
-    let (arriving_tx, arriving_rx) = mpsc::channel::<()>();
-
-    let holder = {
-        let (core, long_done) = (core.clone(), long_done.clone());
-        thread::spawn(move || {
-            core.call(move |c| {
-                started_tx.send(()).unwrap();
-                // Hold the core until every waiter is about to call, then a
-                // while longer so that their calls queue.
-                for _ in 0..WAITERS {
-                    arriving_rx.recv_timeout(PATIENCE).unwrap();
-                }
-                thread::sleep(LONG_CALL);
-                let seed = c.seed(16).unwrap();
-                long_done.store(true, Ordering::SeqCst);
-                seed.len()
-            })
+    let (holder, arriving_tx) = {
+        let long_done = long_done.clone();
+        hold_core(&core, WAITERS, move |c| {
+            let seed = c.seed(16).unwrap();
+            long_done.store(true, Ordering::SeqCst);
+            seed.len()
         })
     };
-    started_rx.recv_timeout(PATIENCE).expect("the long call started");
 
     let (results_tx, results_rx) = mpsc::channel();
     let waiters: Vec<_> = (0..WAITERS)
@@ -214,23 +230,8 @@ fn calls_queued_behind_a_long_call_all_complete() {
 fn a_panicking_call_fails_queued_and_later_calls_with_core_gone() {
     const WAITERS: usize = 6;
     let (core, caretaker) = start();
-    let (started_tx, started_rx) = mpsc::channel();
-    let (arriving_tx, arriving_rx) = mpsc::channel::<()>();
-
-    let panicking = {
-        let core = core.clone();
-        thread::spawn(move || {
-            core.call(move |_| {
-                started_tx.send(()).unwrap();
-                for _ in 0..WAITERS {
-                    arriving_rx.recv_timeout(PATIENCE).unwrap();
-                }
-                thread::sleep(LONG_CALL);
-                panic!("a deliberate panic inside a core call");
-            })
-        })
-    };
-    started_rx.recv_timeout(PATIENCE).expect("the panicking call started");
+    let (panicking, arriving_tx) =
+        hold_core(&core, WAITERS, |_| -> () { panic!("a deliberate panic inside a core call") });
 
     let (results_tx, results_rx) = mpsc::channel();
     let ran = Arc::new(AtomicUsize::new(0));
@@ -268,21 +269,7 @@ fn a_panicking_call_fails_queued_and_later_calls_with_core_gone() {
 #[test]
 fn the_caller_of_a_queued_call_that_panics_is_not_left_waiting() {
     let (core, _caretaker) = start();
-    let (started_tx, started_rx) = mpsc::channel();
-    let (queued_tx, queued_rx) = mpsc::channel::<()>();
-
-    let holder = {
-        let core = core.clone();
-        thread::Builder::new().name("holder".into()).spawn(move || {
-            core.call(move |_| {
-                started_tx.send(()).unwrap();
-                queued_rx.recv_timeout(PATIENCE).unwrap();
-                thread::sleep(LONG_CALL);
-            })
-        })
-    }
-    .unwrap();
-    started_rx.recv_timeout(PATIENCE).expect("the long call started");
+    let (holder, queued_tx) = hold_core(&core, 1, |_| ());
 
     let (result_tx, result_rx) = mpsc::channel();
     let victim = {
