@@ -455,6 +455,12 @@ impl FileStorage {
         io_failure(&self.describe(), e)
     }
 
+    /// The counters of `table`, overlay included (zero for a table never
+    /// written).
+    fn stat_of(&self, table: &str) -> TableStat {
+        self.stats.get(table).copied().unwrap_or_default()
+    }
+
     fn is_durable(&self, table: &str) -> bool {
         self.durable_tables.iter().any(|t| t == table)
     }
@@ -513,13 +519,13 @@ impl FileStorage {
         let mut counters: Vec<(&str, TableStat)> = Vec::new();
         for overlay in in_flight.into_iter().chain([&self.overlay]) {
             for table in apply(&mut txn, overlay).map_err(|e| self.error(e))? {
-                counters.push((table, self.stats.get(table).copied().unwrap_or_default()));
+                counters.push((table, self.stat_of(table)));
             }
         }
         // `write`'s table, its new counters, and whether it found its key.
         let written = match write {
             Some((table, key, value)) => {
-                let mut stat = self.stats.get(table).copied().unwrap_or_default();
+                let mut stat = self.stat_of(table);
                 let name = core_table(table);
                 let mut t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(|e| self.error(e))?;
                 let old_len = match value {
@@ -732,7 +738,7 @@ impl Storage for FileStorage {
 
     fn stat(&mut self, table: &str) -> Result<TableStat, StorageError> {
         check_sizes(table, &[], None)?;
-        Ok(self.stats.get(table).copied().unwrap_or_default())
+        Ok(self.stat_of(table))
     }
 
     fn flush(&mut self) -> Result<(), StorageError> {
@@ -757,10 +763,8 @@ impl Storage for FileStorage {
         // then orders this commit before any inline one that follows.
         let mut txn = begin(&self.db, durable).map_err(|e| self.error(e))?;
         let writes = Arc::new(std::mem::take(&mut self.overlay));
-        let counters: Vec<(String, TableStat)> = writes
-            .tables()
-            .map(|(table, _)| (table.to_owned(), self.stats.get(table).copied().unwrap_or_default()))
-            .collect();
+        let counters: Vec<(String, TableStat)> =
+            writes.tables().map(|(table, _)| (table.to_owned(), self.stat_of(table))).collect();
         let id = self.next_commit;
         self.next_commit += 1;
         self.committing = Some(InFlight { id, writes: Arc::clone(&writes) });
