@@ -65,6 +65,15 @@
 //! which a crash during the single fsync could let a partly written commit
 //! pass its checksum.
 //!
+//! A failed write (a full disk, an I/O error) latches redb: it refuses
+//! every later call until the database is reopened. The backend therefore
+//! reopens the file before the next call after any I/O error, keeping the
+//! overlay and the counters, which a failed commit never changes; while the
+//! reopen fails it is retried at most once a second, and calls fail with
+//! [`StorageError::Unavailable`] meanwhile. Requests fail cleanly while the
+//! disk is bad and the store comes back with it, without a restart.
+//! [`super::faulty`] puts the file behind a switch to show this in tests.
+//!
 //! Every open runs redb's integrity check, which verifies the checksum of
 //! every page and is also what recovers from a crash: a damaged file is
 //! refused with [`OpenError::Corrupt`]. A plain open, the rejected
@@ -108,12 +117,14 @@
 //! (1.4 MiB) twice between flushes left a 2 MiB file, and again flushing every
 //! 1 000 writes, 4 MiB. The file is at least about 1 MiB, open or closed.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt};
 use redb::{
@@ -121,6 +132,7 @@ use redb::{
     WriteTransaction,
 };
 
+use super::faulty::FaultyDisk;
 use super::overlay::{Known, Overlay};
 use super::{Commit, Committed, Entry, Storage, StorageError, TableStat, check_sizes};
 
@@ -152,11 +164,18 @@ pub struct FileOptions {
     /// a daemon should not grow that large for a cache the core bounds far
     /// below it.
     pub cache_bytes: usize,
+    /// Put the file behind this switch (fault-injection tests only).
+    pub disk: Option<FaultyDisk>,
 }
 
 impl Default for FileOptions {
     fn default() -> Self {
-        Self { durable_tables: Vec::new(), location: "the data directory".to_owned(), cache_bytes: 32 * 1024 * 1024 }
+        Self {
+            durable_tables: Vec::new(),
+            location: "the data directory".to_owned(),
+            cache_bytes: 32 * 1024 * 1024,
+            disk: None,
+        }
     }
 }
 
@@ -242,10 +261,28 @@ pub enum OpenError {
     },
 }
 
+/// How long after a failed reopen the next call tries again; calls in
+/// between fail at once. Each attempt reads the whole file (redb's
+/// integrity check), which a disk that is still failing must not be made
+/// to do on every request.
+const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The core's tables in one redb file; see the module docs.
 pub struct FileStorage {
-    /// Shared with a detached commit while one runs.
-    db: Arc<Database>,
+    /// The database; `None` only while reopening it after an I/O error
+    /// has failed (see [`FileStorage::heal`]).
+    db: Option<Database>,
+    /// The data directory, kept to reopen the file after an I/O error.
+    dir: Dir,
+    /// Page-cache size, for a reopen.
+    cache_bytes: usize,
+    /// The switch the file sits behind, in fault-injection tests.
+    disk: Option<FaultyDisk>,
+    /// Set by any redb I/O error: redb refuses every call after a failed
+    /// write (`PreviousIo`) until the database is reopened.
+    suspect: Cell<bool>,
+    /// After a failed reopen, when the next attempt may be made.
+    retry_at: Option<Instant>,
     /// Counters of every table ever written, keyed by core name; a table
     /// not here is empty. A `BTreeMap` so `Debug` lists them in order.
     stats: BTreeMap<String, TableStat>,
@@ -339,7 +376,7 @@ impl FileStorage {
     /// [`OpenError`], whose message names the file and the fix;
     /// [`OpenError::Insecure`] when group or others may access `dir`.
     pub fn open(dir: &Dir, options: FileOptions) -> Result<Self, OpenError> {
-        let FileOptions { durable_tables, location, cache_bytes } = options;
+        let FileOptions { durable_tables, location, cache_bytes, disk } = options;
         // Whoever can write to the directory can delete the file or swap in
         // an older copy; refuse before touching it.
         let dir_what = format!("data directory {location}");
@@ -347,41 +384,15 @@ impl FileStorage {
         if dir_meta.mode() & 0o077 != 0 {
             return Err(OpenError::Insecure { what: dir_what, mode: dir_meta.mode() & 0o7777, wanted: 0o700 });
         }
-
-        let what = format!("{FILE_NAME} in {location}");
-        let io_error = |e: io::Error| match e.raw_os_error() {
-            Some(libc::ELOOP) => OpenError::Symlink { what: what.clone() },
-            Some(libc::EISDIR) => OpenError::WrongType { what: what.clone(), expected: "regular file" },
-            _ => io_error(&what, e),
-        };
-
-        // O_NOFOLLOW: cap-std already keeps a link from leading out of the
-        // directory; this also refuses one that points at another file in it.
-        let file = dir
-            .open_with(
-                FILE_NAME,
-                OpenOptions::new().read(true).write(true).create(true).mode(0o600).custom_flags(libc::O_NOFOLLOW),
-            )
-            .map_err(io_error)?;
-        let meta = file.metadata().map_err(io_error)?;
-        if !meta.is_file() {
-            return Err(OpenError::WrongType { what, expected: "regular file" });
-        }
-        if meta.mode() & 0o077 != 0 {
-            return Err(OpenError::Insecure { what, mode: meta.mode() & 0o7777, wanted: 0o600 });
-        }
-
-        let backend = redb::backends::FileBackend::new(file.into_std()).map_err(|e| db_error(&location, e))?;
-        let db = redb::Builder::new()
-            .set_cache_size(cache_bytes)
-            // Verify every page: a plain open trusts a cleanly closed file and
-            // may panic on one damaged behind redb's back.
-            .set_check_integrity_on_open(true)
-            .create_with_backend(backend)
-            .map_err(|e| db_error(&location, e))?;
+        let db = open_db(dir, &location, cache_bytes, disk.as_ref())?;
         let stats = load_stats(&db, &location)?;
         Ok(Self {
-            db: Arc::new(db),
+            db: Some(db),
+            dir: dir.try_clone().map_err(|e| io_error(&dir_what, e))?,
+            cache_bytes,
+            disk,
+            suspect: Cell::new(false),
+            retry_at: None,
             stats,
             durable_tables,
             overlay: Overlay::default(),
@@ -451,8 +462,65 @@ impl FileStorage {
         format!("{}/{FILE_NAME}", self.location.trim_end_matches('/'))
     }
 
-    fn error(&self, e: impl fmt::Display) -> StorageError {
+    /// A redb failure as a storage error naming the file; an I/O error
+    /// also marks the database for reopening.
+    fn error(&self, e: impl Into<redb::Error>) -> StorageError {
+        let e = e.into();
+        if matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo) {
+            self.suspect.set(true);
+        }
         io_failure(&self.describe(), e)
+    }
+
+    /// The database, or why there is none.
+    fn db(&self) -> Result<&Database, StorageError> {
+        self.db.as_ref().ok_or_else(|| {
+            StorageError::Unavailable(format!("{} could not be reopened after an I/O error", self.describe()))
+        })
+    }
+
+    /// After an I/O error, reopen the database before the next call: redb
+    /// refuses every call once a write has failed, and a disk that has come
+    /// back must bring the store back with it, not need a restart.
+    ///
+    /// The overlay and the counters are kept: a failed commit changed
+    /// neither, so its writes are retried by the next one. Waits while a
+    /// detached commit is in flight (its transaction holds the database);
+    /// its outcome comes back first. Retried at most every
+    /// [`REOPEN_INTERVAL`]; calls in between fail with
+    /// [`StorageError::Unavailable`].
+    fn heal(&mut self) -> Result<(), StorageError> {
+        if !self.suspect.get() || self.committing.is_some() {
+            return self.db().map(|_| ());
+        }
+        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return Err(StorageError::Unavailable(format!(
+                "{} is unavailable after an I/O error; reopening it is retried every {} s",
+                self.describe(),
+                REOPEN_INTERVAL.as_secs()
+            )));
+        }
+        // The old handle goes first: it holds redb's lock on the file.
+        self.db = None;
+        match open_db(&self.dir, &self.location, self.cache_bytes, self.disk.as_ref()) {
+            Ok(db) => {
+                self.db = Some(db);
+                self.suspect.set(false);
+                if self.retry_at.take().is_some() || !self.overlay.is_empty() {
+                    tracing::warn!("{} reopened after an I/O error; uncommitted writes kept", self.describe());
+                }
+                // Whatever redb had not made durable is made so again.
+                self.pending = true;
+                Ok(())
+            }
+            Err(e) => {
+                if self.retry_at.is_none() {
+                    tracing::error!("{e}; storage calls fail until it can be reopened");
+                }
+                self.retry_at = Some(Instant::now() + REOPEN_INTERVAL);
+                Err(StorageError::Unavailable(e.to_string()))
+            }
+        }
     }
 
     /// The counters of `table`, overlay included (zero for a table never
@@ -469,7 +537,7 @@ impl FileStorage {
     /// `key`, if any.
     fn stored<T>(&self, table: &str, key: &[u8], read: impl FnOnce(&[u8]) -> T) -> Result<Option<T>, StorageError> {
         let name = core_table(table);
-        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        let txn = self.db()?.begin_read().map_err(|e| self.error(e))?;
         let t = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
             Ok(t) => t,
             Err(TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -514,7 +582,7 @@ impl FileStorage {
     /// only once the commit has succeeded, so a failed commit leaves the
     /// overlay to be retried and the counters as they were.
     fn commit(&mut self, durable: bool, write: Option<Write<'_>>) -> Result<bool, StorageError> {
-        let mut txn = begin(&self.db, durable).map_err(|e| self.error(e))?;
+        let mut txn = begin(self.db()?, durable).map_err(|e| self.error(e))?;
         let in_flight = self.committing.as_ref().map(|c| &*c.writes);
         let mut counters: Vec<(&str, TableStat)> = Vec::new();
         for overlay in in_flight.into_iter().chain([&self.overlay]) {
@@ -601,6 +669,46 @@ fn io_failure(file: &str, e: impl fmt::Display) -> StorageError {
     StorageError::Io(format!("{file}: {e}"))
 }
 
+/// Open, or create, the database file in `dir`, with the checks of
+/// [`FileStorage::open`]: not a link, a regular file, mode 0600.
+fn open_db(dir: &Dir, location: &str, cache_bytes: usize, disk: Option<&FaultyDisk>) -> Result<Database, OpenError> {
+    let what = format!("{FILE_NAME} in {location}");
+    let io_error = |e: io::Error| match e.raw_os_error() {
+        Some(libc::ELOOP) => OpenError::Symlink { what: what.clone() },
+        Some(libc::EISDIR) => OpenError::WrongType { what: what.clone(), expected: "regular file" },
+        _ => io_error(&what, e),
+    };
+
+    // O_NOFOLLOW: cap-std already keeps a link from leading out of the
+    // directory; this also refuses one that points at another file in it.
+    let file = dir
+        .open_with(
+            FILE_NAME,
+            OpenOptions::new().read(true).write(true).create(true).mode(0o600).custom_flags(libc::O_NOFOLLOW),
+        )
+        .map_err(io_error)?;
+    let meta = file.metadata().map_err(io_error)?;
+    if !meta.is_file() {
+        return Err(OpenError::WrongType { what, expected: "regular file" });
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(OpenError::Insecure { what, mode: meta.mode() & 0o7777, wanted: 0o600 });
+    }
+
+    let backend = redb::backends::FileBackend::new(file.into_std()).map_err(|e| db_error(location, e))?;
+    let mut builder = redb::Builder::new();
+    builder
+        .set_cache_size(cache_bytes)
+        // Verify every page: a plain open trusts a cleanly closed file and
+        // may panic on one damaged behind redb's back.
+        .set_check_integrity_on_open(true);
+    match disk {
+        Some(disk) => builder.create_with_backend(disk.wrap(backend)),
+        None => builder.create_with_backend(backend),
+    }
+    .map_err(|e| db_error(location, e))
+}
+
 /// Check the layout version, record it in a new store, and read the
 /// counters.
 fn load_stats(db: &Database, location: &str) -> Result<BTreeMap<String, TableStat>, OpenError> {
@@ -684,11 +792,13 @@ impl Drop for FileStorage {
 impl Storage for FileStorage {
     fn get(&mut self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         check_sizes(table, key, None)?;
+        self.heal()?;
         self.current(table, key, <[u8]>::to_vec)
     }
 
     fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
         check_sizes(table, key, Some(value))?;
+        self.heal()?;
         if self.is_durable(table) {
             return self.commit(true, Some((table, key, Some(value)))).map(|_| ());
         }
@@ -701,6 +811,7 @@ impl Storage for FileStorage {
 
     fn delete(&mut self, table: &str, key: &[u8]) -> Result<bool, StorageError> {
         check_sizes(table, key, None)?;
+        self.heal()?;
         // Looked up first, whatever the table, so that deleting what is not
         // there writes nothing (and creates no table).
         let Some(old_len) = self.current(table, key, <[u8]>::len)? else {
@@ -717,8 +828,9 @@ impl Storage for FileStorage {
 
     fn scan(&mut self, table: &str, after: Option<&[u8]>, limit: u32) -> Result<Vec<Entry>, StorageError> {
         check_sizes(table, after.unwrap_or_default(), None)?;
+        self.heal()?;
         let name = core_table(table);
-        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        let txn = self.db()?.begin_read().map_err(|e| self.error(e))?;
         let t = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
             Ok(t) => Some(t),
             Err(TableError::TableDoesNotExist(_)) => None,
@@ -745,6 +857,7 @@ impl Storage for FileStorage {
         if !self.pending && self.overlay.is_empty() && self.committing.is_none() {
             return Ok(());
         }
+        self.heal()?;
         // A durable commit of the overlay: redb writes out every earlier
         // non-durable commit with it.
         self.commit(true, None).map(|_| ())
@@ -759,9 +872,10 @@ impl Storage for FileStorage {
         if self.committing.is_some() || (self.overlay.is_empty() && !(durable && self.pending)) {
             return Ok(None);
         }
+        self.heal()?;
         // Begun now, while the caller holds the core: redb's single writer
         // then orders this commit before any inline one that follows.
-        let mut txn = begin(&self.db, durable).map_err(|e| self.error(e))?;
+        let mut txn = begin(self.db()?, durable).map_err(|e| self.error(e))?;
         let writes = Arc::new(std::mem::take(&mut self.overlay));
         let counters: Vec<(String, TableStat)> =
             writes.tables().map(|(table, _)| (table.to_owned(), self.stat_of(table))).collect();
@@ -785,6 +899,8 @@ impl Storage for FileStorage {
             return Ok(());
         };
         done.result.inspect_err(|_| {
+            // Nearly always I/O; a needless reopen costs one integrity check.
+            self.suspect.set(true);
             let writes = Arc::try_unwrap(in_flight.writes).unwrap_or_else(|shared| (*shared).clone());
             self.overlay.absorb_under(writes);
             self.pending = true;
@@ -800,6 +916,7 @@ mod tests {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
+    use super::super::faulty::Fault;
     use super::super::{MAX_KEY_BYTES, MAX_VALUE_BYTES, MemoryStorage};
     use super::*;
 
@@ -847,7 +964,7 @@ mod tests {
         crate::storage::contract::put_get_replace_delete(&mut s);
         // A delete in a table never written neither fails nor creates it.
         assert!(!s.delete("never", b"k").unwrap());
-        let txn = s.db.begin_read().unwrap();
+        let txn = s.db().unwrap().begin_read().unwrap();
         assert!(!txn.list_tables().unwrap().any(|t| t.name() == "t/never"));
     }
 
@@ -1769,5 +1886,117 @@ mod tests {
         let mut s = open(dir.path()).unwrap();
         assert_eq!(s.stat("sess").unwrap(), before);
         assert_eq!(scan_all(&mut s, "sess"), contents);
+    }
+
+    /// Retry `f` while it reports the store unavailable (a reopen waiting
+    /// for its interval), for at most a few intervals.
+    fn once_available<T>(mut f: impl FnMut() -> Result<T, StorageError>) -> Result<T, StorageError> {
+        let deadline = Instant::now() + REOPEN_INTERVAL * 5;
+        loop {
+            match f() {
+                Err(StorageError::Unavailable(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(REOPEN_INTERVAL / 10);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_on(dir: &Path, disk: &FaultyDisk) -> FileStorage {
+        FileStorage::open_path(dir, FileOptions { disk: Some(disk.clone()), ..options() }).unwrap()
+    }
+
+    /// A full disk fails the commit that meets it, and then every call
+    /// (redb refuses all after a failed write, and reopening it must write
+    /// too), each with a typed error; once space returns, the same handle
+    /// reopens the file and commits what it held, with no restart, and
+    /// every write that was acknowledged is there.
+    #[test]
+    fn a_full_disk_fails_calls_cleanly_and_the_store_recovers_when_space_returns() {
+        let dir = data_dir();
+        let disk = FaultyDisk::new();
+        let mut s = open_on(dir.path(), &disk);
+        s.put("tktkey", b"k1", &[1; 80]).unwrap();
+        s.put("sess", b"s1", b"one").unwrap();
+        s.flush().unwrap();
+        // Acknowledged, held in memory until the next commit.
+        s.put("sess", b"s2", b"two").unwrap();
+
+        disk.set(Fault::Full);
+        // A durable write reaches the disk at once (with the held write
+        // beneath it), and fails.
+        assert!(matches!(s.put("tktkey", b"k2", &[2; 80]), Err(StorageError::Io(_))));
+        for _ in 0..3 {
+            let e = s.get("sess", b"s1").unwrap_err();
+            assert!(matches!(e, StorageError::Unavailable(_)), "{e:?}");
+            assert!(s.put("sess", b"s3", b"three").is_err());
+        }
+
+        disk.set(Fault::None);
+        once_available(|| s.flush()).unwrap();
+        assert_eq!(s.get("sess", b"s2").unwrap().as_deref(), Some(&b"two"[..]));
+        assert_eq!(s.get("sess", b"s3").unwrap(), None, "a refused write must not have landed");
+        assert_eq!(s.get("tktkey", b"k2").unwrap(), None, "a refused write must not have landed");
+        s.put("tktkey", b"k2", &[2; 80]).unwrap();
+        let stats = (s.stat("sess").unwrap(), s.stat("tktkey").unwrap());
+        assert_eq!(stats.0.entries, 2);
+        drop(s);
+
+        let mut s = open(dir.path()).unwrap();
+        assert_eq!((s.stat("sess").unwrap(), s.stat("tktkey").unwrap()), stats);
+        assert_eq!(s.get("sess", b"s1").unwrap().as_deref(), Some(&b"one"[..]));
+        assert_eq!(s.get("sess", b"s2").unwrap().as_deref(), Some(&b"two"[..]));
+        assert_eq!(s.get("tktkey", b"k1").unwrap(), Some(vec![1; 80]));
+        assert_eq!(s.get("tktkey", b"k2").unwrap(), Some(vec![2; 80]));
+    }
+
+    /// A dead disk fails every call that reaches it, reads too; calls in
+    /// between reopen attempts fail at once as unavailable; when it comes
+    /// back, so does the store.
+    #[test]
+    fn a_broken_disk_makes_the_store_unavailable_until_it_returns() {
+        let dir = data_dir();
+        let disk = FaultyDisk::new();
+        let mut s = open_on(dir.path(), &disk);
+        s.put("tktkey", b"k1", &[1; 80]).unwrap();
+
+        disk.set(Fault::Broken);
+        assert!(s.put("tktkey", b"k2", &[2; 80]).is_err());
+        // The reopen fails (the disk reads nothing), and later calls are
+        // told so without touching it until the interval has passed.
+        let reopen = s.get("tktkey", b"k1").unwrap_err();
+        assert!(matches!(reopen, StorageError::Unavailable(_)), "{reopen:?}");
+        let quick = s.get("tktkey", b"k1").unwrap_err().to_string();
+        assert!(quick.contains("retried every"), "{quick}");
+        assert!(s.db.is_none());
+
+        disk.set(Fault::None);
+        assert_eq!(once_available(|| s.get("tktkey", b"k1")).unwrap(), Some(vec![1; 80]));
+        s.put("tktkey", b"k2", &[2; 80]).unwrap();
+        assert_eq!(s.get("tktkey", b"k2").unwrap(), Some(vec![2; 80]));
+    }
+
+    /// A detached commit that fails on a full disk gives its writes back;
+    /// the store reopens once its outcome is in, and the next commit lands
+    /// them.
+    #[test]
+    fn a_detached_commit_failing_on_a_full_disk_loses_nothing() {
+        let dir = data_dir();
+        let disk = FaultyDisk::new();
+        let mut s = open_on(dir.path(), &disk);
+        s.put("sess", b"a", b"1").unwrap();
+        disk.set(Fault::Full);
+        let commit = s.start_commit(true).unwrap().unwrap();
+        let done = commit.run();
+        assert!(done.result.is_err());
+        assert!(s.finish_commit(done).is_err());
+        disk.set(Fault::None);
+        assert_eq!(once_available(|| s.get("sess", b"a")).unwrap().as_deref(), Some(&b"1"[..]));
+        let commit = once_available(|| s.start_commit(true)).unwrap().unwrap();
+        let done = commit.run();
+        s.finish_commit(done).unwrap();
+        drop(s);
+        let mut s = open(dir.path()).unwrap();
+        assert_eq!(s.get("sess", b"a").unwrap().as_deref(), Some(&b"1"[..]));
     }
 }

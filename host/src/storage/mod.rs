@@ -33,6 +33,7 @@
 //! Apart from a detached commit, synchronous: a slow read holds the core's
 //! lock, and so every request, for as long as it takes.
 
+pub mod faulty;
 pub mod file;
 pub mod kek;
 pub mod memory;
