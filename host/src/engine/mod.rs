@@ -235,6 +235,8 @@ impl Capabilities {
 pub struct HostState {
     caps: Capabilities,
     limits: StoreLimits,
+    /// The fuel each call (and instantiation) starts with.
+    fuel_per_call: u64,
     tape: Tape,
 }
 
@@ -243,7 +245,8 @@ pub struct HostState {
 pub struct Core {
     runtime: Runtime,
     store: Store<HostState>,
-    instance: bindings::Core,
+    /// `None` only after a reinstantiation failed; the next call retries.
+    instance: Option<bindings::Core>,
     config: CoreConfig,
     limits: Limits,
 }
@@ -277,9 +280,9 @@ impl Core {
         limits: Limits,
         tape: Tape,
     ) -> Result<Core, EngineError> {
-        let (store, instance) =
-            instantiate(runtime, caps, tape, limits).map_err(|e| EngineError::Start(format!("{e:#}")))?;
-        let mut core = Core { runtime: runtime.clone(), store, instance, config, limits };
+        let mut store = new_store(runtime, caps, tape, limits);
+        let instance = instantiate(runtime, &mut store).map_err(|e| EngineError::Start(format!("{e:#}")))?;
+        let mut core = Core { runtime: runtime.clone(), store, instance: Some(instance), config, limits };
         let configured = core.configure();
         // A replay reports a refused or divergent configure as its result;
         // anywhere else the core cannot run without its configuration.
@@ -308,11 +311,14 @@ impl Core {
         f: impl FnOnce(&manager::Guest, &mut Store<HostState>) -> wasmtime::Result<Result<T, CoreError>>,
         outcome: fn(Result<T, CoreError>) -> Outcome,
     ) -> Result<T, CallError> {
+        let Some(instance) = &self.instance else {
+            return Err(CallError::Trapped("the core is not running: it could not be reinstantiated".into()));
+        };
         self.store
             .set_fuel(self.limits.fuel_per_call)
             .map_err(|e| CallError::Trapped(format!("cannot set fuel: {e}")))?;
         self.store.data_mut().tape.begin(call);
-        let result = f(self.instance.tlskeeper_core_manager(), &mut self.store);
+        let result = f(instance.tlskeeper_core_manager(), &mut self.store);
         let fuel = self.fuel_used();
         self.store.data_mut().tape.end(
             || match &result {
@@ -335,6 +341,9 @@ impl Core {
         f: impl FnOnce(&manager::Guest, &mut Store<HostState>) -> wasmtime::Result<Result<T, CoreError>>,
         outcome: fn(Result<T, CoreError>) -> Outcome,
     ) -> Result<T, CallError> {
+        if self.instance.is_none() {
+            self.recover();
+        }
         let result = self.run(call, f, outcome);
         if let Err(CallError::Trapped(what)) = &result {
             // A replay that has diverged stops here: recovering would only
@@ -364,17 +373,22 @@ impl Core {
         let placeholder = Store::new(&self.runtime.engine, HostState::placeholder());
         let old = std::mem::replace(&mut self.store, placeholder);
         let HostState { caps, tape, .. } = old.into_data();
-        match instantiate(&self.runtime, caps, tape, self.limits) {
-            Ok((store, instance)) => {
-                self.store = store;
-                self.instance = instance;
+        // The capabilities go into the new store before anything can fail,
+        // so a failed instantiation keeps them (and the storage they hold)
+        // for the next attempt instead of dropping them with an error.
+        self.store = new_store(&self.runtime, caps, tape, self.limits);
+        self.instance = None;
+        match instantiate(&self.runtime, &mut self.store) {
+            Ok(instance) => {
+                self.instance = Some(instance);
                 // If this fails too, the next call traps again and recovery
                 // is retried then: one attempt per call, never a loop.
                 if let Err(e) = self.configure() {
                     tracing::error!("the reinstantiated core could not be configured: {e}");
                 }
             }
-            Err(e) => tracing::error!("cannot reinstantiate the core: {e:#}"),
+            // Calls fail until an attempt succeeds: one attempt per call.
+            Err(e) => tracing::error!("cannot reinstantiate the core: {e:#}; the next call tries again"),
         }
     }
 
@@ -552,32 +566,34 @@ fn trap_reason(trap: &wasmtime::Error) -> String {
     }
 }
 
-fn instantiate(
-    runtime: &Runtime,
-    caps: Capabilities,
-    mut tape: Tape,
-    limits: Limits,
-) -> wasmtime::Result<(Store<HostState>, bindings::Core)> {
-    tape.instantiate()?;
+/// A store holding `caps` and `tape`, under `limits`, with no instance yet.
+fn new_store(runtime: &Runtime, caps: Capabilities, tape: Tape, limits: Limits) -> Store<HostState> {
     let state = HostState {
         tape,
         caps,
         // A component is several core instances (the core module plus the
         // canonical ABI's shims), each with its tables; one linear memory.
         limits: StoreLimitsBuilder::new().memory_size(limits.memory_bytes).instances(16).memories(1).tables(16).build(),
+        fuel_per_call: limits.fuel_per_call,
     };
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|s| &mut s.limits);
-    store.set_fuel(limits.fuel_per_call)?;
-    let instance = runtime.pre.instantiate(&mut store)?;
-    Ok((store, instance))
+    store
+}
+
+/// Instantiate the component in `store`, which keeps its capabilities
+/// whether or not this succeeds.
+fn instantiate(runtime: &Runtime, store: &mut Store<HostState>) -> wasmtime::Result<bindings::Core> {
+    store.data_mut().tape.instantiate()?;
+    store.set_fuel(store.data().fuel_per_call)?;
+    runtime.pre.instantiate(store)
 }
 
 impl HostState {
     /// A store's state for the instant between a trapped store and its
     /// replacement.
     fn placeholder() -> HostState {
-        HostState { caps: Capabilities::inert(), limits: StoreLimitsBuilder::new().build(), tape: Tape::Off }
+        HostState { caps: Capabilities::inert(), limits: StoreLimitsBuilder::new().build(), fuel_per_call: 0, tape: Tape::Off }
     }
 }
 
