@@ -15,6 +15,9 @@
 //! `bogus seed length "0" in "seed" request`, `invalid session ticket key
 //! name length: 3`, and, for caches whose `*_tls_loglevel` asks for it,
 //! tls_scache's `lookup smtpd session id=...`, `put ...`, `delete ...`.
+//! Unlike tlsmgr's, the warnings are limited (see
+//! [`crate::logging::throttle`]): a client sending junk, or a failed disk
+//! under load, must not fill the mail log.
 //!
 //! # Security
 //!
@@ -29,8 +32,10 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::engine::{CallError, CoreError};
+use crate::logging::throttle::{Throttle, Verdict};
 use crate::protocol::keybuf;
 use crate::protocol::tlsmgr::{Reply, Request, RequestKind, Status};
 use crate::shared_core::{CoreGone, SharedCore};
@@ -147,21 +152,48 @@ impl Service {
 
 /// Log why a request failed, in tlsmgr's words where tlsmgr has them. A
 /// disabled cache is not worth a line (tlsmgr is silent too: clients ask
-/// `policy` first and only then use a cache).
+/// `policy` first and only then use a cache). Each kind of line is limited
+/// by [`REFUSALS`]: clients choose how often these happen.
 fn warn_refusal<T>(kind: RequestKind, outcome: Result<Result<T, CallError>, CoreGone>) {
+    let limited = |label: &'static str| match REFUSALS.check(label, Instant::now()) {
+        Verdict::Log { held_back: 0 } => true,
+        Verdict::Log { held_back } => {
+            tracing::warn!("{held_back} more warnings like the next were not logged");
+            true
+        }
+        Verdict::Drop => false,
+    };
     match outcome {
         Ok(Ok(_)) | Ok(Err(CallError::Refused(CoreError::CacheDisabled(_)))) => {}
         Ok(Err(CallError::Refused(CoreError::UnknownCache(name)))) => {
-            tracing::warn!("bogus cache type \"{name}\" in \"{kind}\" request");
+            if limited("bogus cache type") {
+                tracing::warn!("bogus cache type \"{name}\" in \"{kind}\" request");
+            }
         }
         Ok(Err(CallError::Refused(CoreError::BadSeedLength(n)))) => {
-            // tlsmgr prints the size as a C int: 4294967295 shows as -1.
-            tracing::warn!("bogus seed length \"{}\" in \"{kind}\" request", n.cast_signed());
+            if limited("bogus seed length") {
+                // tlsmgr prints the size as a C int: 4294967295 shows as -1.
+                tracing::warn!("bogus seed length \"{}\" in \"{kind}\" request", n.cast_signed());
+            }
         }
         Ok(Err(CallError::Refused(CoreError::BadKeyNameLength(n)))) => {
-            tracing::warn!("invalid session ticket key name length: {n}");
+            if limited("ticket key name length") {
+                tracing::warn!("invalid session ticket key name length: {n}");
+            }
         }
-        Ok(Err(e)) => tracing::warn!("{kind} request failed: {e}"),
+        Ok(Err(CallError::Refused(CoreError::Storage(why)))) => {
+            if limited(kind.name()) {
+                tracing::warn!("{kind} request failed: {why}");
+            }
+        }
+        Ok(Err(e)) => {
+            if limited(kind.name()) {
+                tracing::warn!("{kind} request failed: {e}");
+            }
+        }
         Err(e) => tracing::error!("{kind} request failed: {e}"),
     }
 }
+
+/// The budget of [`warn_refusal`]'s lines.
+static REFUSALS: Throttle = Throttle::new();

@@ -47,6 +47,7 @@ use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 
 use crate::caps::{Clock, Entropy, SeedStore};
 use crate::keys::TicketKey;
+use crate::logging::throttle::{Throttle, Verdict};
 use crate::storage::Storage;
 use bindings::manager;
 pub use tape::{Divergence, Player, Tape};
@@ -330,7 +331,12 @@ impl Core {
         match result {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(CallError::Refused(e)),
-            Err(trap) => Err(CallError::Trapped(format!("{trap:#}"))),
+            Err(trap) => {
+                // The reason alone makes a one-line log entry an operator
+                // can read; the wasm backtrace is for whoever debugs it.
+                tracing::debug!("core trap in detail: {trap:?}");
+                Err(CallError::Trapped(trap_reason(&trap)))
+            }
         }
     }
 
@@ -352,7 +358,15 @@ impl Core {
             if self.tape().player().is_some_and(|p| p.divergence().is_some()) {
                 return result;
             }
-            tracing::error!("core trapped: {what}; reinstantiating");
+            // Limited: a client that has found an input which traps the
+            // core can send it again and again.
+            match TRAPS.check("core trapped", std::time::Instant::now()) {
+                Verdict::Log { held_back: 0 } => tracing::error!("core trapped: {what}; reinstantiating"),
+                Verdict::Log { held_back } => {
+                    tracing::error!("core trapped: {what}; reinstantiating ({held_back} more traps not logged)");
+                }
+                Verdict::Drop => {}
+            }
             self.recover();
         }
         result
@@ -557,6 +571,9 @@ fn convert_key(raw: &manager::SessionTicketKey) -> Option<TicketKey> {
     })
 }
 
+/// The budget of the "core trapped" lines.
+static TRAPS: Throttle = Throttle::new();
+
 /// The reason for a trap, without the backtrace: offsets in a backtrace
 /// differ between builds of the core, the reason does not.
 fn trap_reason(trap: &wasmtime::Error) -> String {
@@ -593,7 +610,12 @@ impl HostState {
     /// A store's state for the instant between a trapped store and its
     /// replacement.
     fn placeholder() -> HostState {
-        HostState { caps: Capabilities::inert(), limits: StoreLimitsBuilder::new().build(), fuel_per_call: 0, tape: Tape::Off }
+        HostState {
+            caps: Capabilities::inert(),
+            limits: StoreLimitsBuilder::new().build(),
+            fuel_per_call: 0,
+            tape: Tape::Off,
+        }
     }
 }
 

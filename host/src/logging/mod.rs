@@ -69,6 +69,7 @@
 mod postlog;
 mod socket;
 mod syslog;
+pub mod throttle;
 
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
