@@ -175,6 +175,8 @@ impl wit::Guest for Component {
     }
 
     fn lookup_session(cache: String, id: String) -> Result<Option<Vec<u8>>, wit::Error> {
+        #[cfg(feature = "test-fault")]
+        crate::fault::inject(&id);
         with_manager(|m, caps| m.lookup(caps, &cache, &id)).map_err(to_wit_error)
     }
 

@@ -21,6 +21,8 @@
 //! - `component` and `rt` (wasm32 only): the WIT glue, allocator and panic
 //!   handler.
 //! - [`testing`] (tests only): fake capabilities.
+//! - `fault` (the `test-fault` feature only, never shipped): lookups that
+//!   trap on purpose, for the host's recovery tests.
 //!
 //! # Security
 //!
@@ -49,6 +51,8 @@ pub mod tickets;
 
 #[cfg(target_arch = "wasm32")]
 mod component;
+#[cfg(all(target_arch = "wasm32", feature = "test-fault"))]
+mod fault;
 #[cfg(target_arch = "wasm32")]
 mod rt;
 

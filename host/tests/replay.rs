@@ -3,9 +3,8 @@
 //! at the call that shows the change; damaged traces are errors, not panics.
 //!
 //! The changed core is the guest built with its `test-divergence` feature
-//! (its `policy` reports the timeout plus one), by a nested cargo build into
-//! Cargo's per-target temporary directory, as `host/build.rs` builds the
-//! real one. It exists only for this test.
+//! (its `policy` reports the timeout plus one), by `common::guest_with_feature`.
+//! It exists only for this test.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,14 +12,13 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use proptest::prelude::*;
 
-use common::{BIN, Daemon, ScriptedClock, caps, cli_client, ok_stdout, recording, runtime};
+use common::{BIN, Daemon, ScriptedClock, caps, cli_client, guest_with_feature, ok_stdout, recording, runtime};
 use tlskeeper::config::Settings;
 use tlskeeper::engine::Runtime;
 use tlskeeper::trace::file::{TraceWriter, read};
@@ -121,25 +119,6 @@ proptest! {
     }
 }
 
-/// The guest built with its deliberate one-line change; built once per run.
-fn divergent_component() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-divergent");
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.current_dir(workspace)
-            .args(["build", "--locked", "--package", "tlskeeper-guest", "--lib", "--target", "wasm32-wasip2"])
-            .args(["--profile", "guest", "--features", "test-divergence", "--target-dir"])
-            .arg(&target)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS");
-        let status = cmd.status().unwrap();
-        assert!(status.success(), "building the divergent core failed");
-        target.join("wasm32-wasip2/guest/tlskeeper_guest.wasm")
-    })
-}
-
 /// A core that differs by one line diverges exactly at the first call that
 /// shows the difference, and the report says what the trace had and what
 /// the core did instead; the CLI says the same and exits 1.
@@ -159,7 +138,7 @@ fn a_changed_core_diverges_at_the_call_that_shows_it() {
     // The same trace replays identically on the core that recorded it...
     assert!(replay_file(&path, runtime()).identical());
     // ...and not on the changed one.
-    let changed = Runtime::with_component(&fs::read(divergent_component()).unwrap(), None).unwrap();
+    let changed = Runtime::with_component(&fs::read(guest_with_feature("test-divergence")).unwrap(), None).unwrap();
     let report = replay_file(&path, &changed);
     let d = report.divergence.clone().unwrap_or_else(|| panic!("no divergence: {report}"));
     assert_eq!((d.call, d.export.as_str()), (5, "policy"), "{report}");
@@ -167,8 +146,13 @@ fn a_changed_core_diverges_at_the_call_that_shows_it() {
     assert!(!report.fuel_compared, "another build's fuel is not comparable");
     assert_eq!(report.calls_replayed, 5);
 
-    let out =
-        Command::new(BIN).arg("replay").arg(&path).arg("--component").arg(divergent_component()).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("replay")
+        .arg(&path)
+        .arg("--component")
+        .arg(guest_with_feature("test-divergence"))
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("divergence at call 5 (policy)"), "{stdout}");

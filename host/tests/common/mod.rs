@@ -34,6 +34,33 @@ pub fn runtime() -> &'static Runtime {
     RUNTIME.get_or_init(|| Runtime::new(None).expect("the embedded core loads"))
 }
 
+/// The guest built with `feature` (one of its never-shipped test
+/// features), by a nested cargo build into Cargo's per-target temporary
+/// directory, as `host/build.rs` builds the real one; once per feature and
+/// test binary.
+pub fn guest_with_feature(feature: &'static str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(&'static str, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap();
+    if let Some((_, path)) = built.iter().find(|(f, _)| *f == feature) {
+        return path.clone();
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("component-{feature}"));
+    let status = Command::new(env!("CARGO"))
+        .current_dir(workspace)
+        .args(["build", "--locked", "--package", "tlskeeper-guest", "--lib", "--target", "wasm32-wasip2"])
+        .args(["--profile", "guest", "--features", feature, "--target-dir"])
+        .arg(&target)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the guest with {feature} failed");
+    let path = target.join("wasm32-wasip2/guest/tlskeeper_guest.wasm");
+    built.push((feature, path.clone()));
+    path
+}
+
 /// A clock the test moves by hand; starts at a fixed, realistic time.
 #[derive(Clone)]
 pub struct ScriptedClock(pub Arc<AtomicU64>);
@@ -121,11 +148,17 @@ impl TestServer {
     }
 
     pub fn with_settings(settings: Settings) -> TestServer {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let socket = dir.path().join("tlsmgr");
         let clock = ScriptedClock::new();
         let core =
             Core::start(runtime(), caps(&clock), settings.core_config(), settings.limits()).expect("core starts");
+        Self::with_core(core, clock, &settings)
+    }
+
+    /// Serve `core`, started by the caller (on `clock`) with whatever
+    /// component and capabilities the test needs.
+    pub fn with_core(core: Core, clock: ScriptedClock, settings: &Settings) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("tlsmgr");
         let (core, caretaker) = tlskeeper::shared_core::spawn(core).expect("caretaker starts");
         let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
         let shutdown = Arc::new(Shutdown::new().expect("shutdown pipe"));
