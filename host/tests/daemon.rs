@@ -526,9 +526,29 @@ fn bad_input_table() {
             then_close: true,
             ..case("truncated list, then the client closes", b"request\0seed\0size\x003".to_vec(), Expect::Closed)
         },
+        case("request attribute with an empty value", b"request\0\0\0".to_vec(), bare_fail()),
+        // "size=3\02": the NUL splits the number, and "2" becomes an
+        // attribute name of its own.
+        case("NUL inside a number", b"request\0seed\0size\x003\x002\0\0\0".to_vec(), seed_fail()),
+        case("lookup without cache_type", b"request\0lookup\0cache_id\0x\0\0".to_vec(), lookup_fail()),
+        case("update without session", b"request\0update\0cache_type\0smtpd\0cache_id\0x\0\0".to_vec(), update_fail()),
+        case(
+            "policy without cache_type",
+            b"request\0policy\0\0".to_vec(),
+            Expect::Reply(b"status\x004294967294\0cachable\x000\0timeout\x000\0\0".to_vec()),
+        ),
+        case("delete without cache_id", b"request\0delete\0cache_type\0smtpd\0\0".to_vec(), bare_fail()),
+        case(
+            "cache_id of 200 KiB",
+            lookup_req("smtpd", &"i".repeat(200 * 1024)),
+            Expect::Reply(b"status\x004294967295\0session\0\0\0".to_vec()),
+        ),
+        case("empty cache_id", lookup_req("smtpd", ""), Expect::Reply(b"status\x004294967295\0session\0\0\0".to_vec())),
     ];
-    assert!(cases.len() >= 15);
+    assert!(cases.len() >= 30, "the table must name at least 30 bad inputs");
 
+    // Connected throughout, and served after every case.
+    let mut bystander = Raw::connect(&server);
     for c in &cases {
         let what = c.what;
         let mut conn = Raw::connect(&server);
@@ -561,6 +581,7 @@ fn bad_input_table() {
                 conn.expect_closed(what);
             }
         }
+        seed_bytes(&bystander.ask(&seed_req(b"8")), 8);
     }
 
     // The daemon still serves a normal client.

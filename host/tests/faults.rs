@@ -80,6 +80,22 @@ fn log_mark() -> usize {
     logs().lock().unwrap().len()
 }
 
+/// Fail if any of `secrets` was logged, raw, hex or base64.
+fn assert_not_logged(secrets: &[&[u8]]) {
+    use base64::Engine as _;
+    let all = logs().lock().unwrap();
+    for secret in secrets {
+        let forms = [
+            secret.to_vec(),
+            hex::encode(secret).into_bytes(),
+            base64::prelude::BASE64_STANDARD.encode(secret).into_bytes(),
+        ];
+        for form in forms {
+            assert!(!all.windows(form.len()).any(|w| w == form.as_slice()), "a secret was logged");
+        }
+    }
+}
+
 /// A server over a sealed store in `dir` (its file behind `disk`), running
 /// the component `runtime`, with the daemon's default limits.
 fn server_on_disk(runtime: &Runtime, dir: &Path, disk: &FaultyDisk) -> TestServer {
@@ -180,7 +196,9 @@ fn a_trapping_core_fails_one_request_and_the_daemon_goes_on() {
         Reply::Seed { status: Status::Ok, seed } => assert_eq!(seed.len(), 32),
         other => panic!("{other:?}"),
     }
-    assert_eq!(ticket_key(&mut client, b""), (Status::Ok, keybuf));
+    assert_eq!(ticket_key(&mut client, b""), (Status::Ok, keybuf.clone()));
+    // Traps, reinstantiation and all: no key or session reached the log.
+    assert_not_logged(&[&keybuf[16..], b"session stored before the faults"]);
 }
 
 /// Run `request` until `done` holds of its answer, for at most `limit`;
@@ -263,4 +281,6 @@ fn a_failing_disk_fails_requests_cleanly_and_the_daemon_recovers() {
     for (id, session) in &acknowledged {
         assert_eq!(lookup(&mut client, id), (Status::Ok, session.clone()), "{id} after a restart");
     }
+    let sessions: Vec<&[u8]> = acknowledged.iter().map(|(_, s)| s.as_slice()).collect();
+    assert_not_logged(&[&[&keybuf[16..]], sessions.as_slice()].concat());
 }
