@@ -246,6 +246,16 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
 
 fn serve(args: ServeArgs) -> Result<(), Failure> {
     crate::logging::install_stderr(&args.log);
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        // Said, not refused: root is where a first try happens. The daemon
+        // needs no privilege of its own; the Postfix modes switch to
+        // mail_owner themselves.
+        tracing::warn!(
+            "running as root: tlskeeper serve keeps every privilege it starts with; run it as a dedicated \
+             unprivileged user that owns the state directory and the socket's directory"
+        );
+    }
     let mut settings = Settings::load(args.config.as_deref()).map_err(|e| fail(78, e.to_string()))?;
     if let Some(socket) = args.socket {
         settings.socket = socket;
