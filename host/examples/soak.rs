@@ -81,11 +81,8 @@ fn main() {
     // Idle connections must outlive the run: the default idle timeout
     // (300 s) would close them halfway through a ten-minute soak.
     let timeout = (args.minutes * 60.0) as u64 + 600;
-    std::fs::write(
-        &config,
-        format!("max_connections = {}\nidle_timeout = {timeout}\n", args.idle + args.busy + 16),
-    )
-    .unwrap();
+    std::fs::write(&config, format!("max_connections = {}\nidle_timeout = {timeout}\n", args.idle + args.busy + 16))
+        .unwrap();
     let log = dir.path().join("daemon.log");
     let mut daemon = Daemon::launch(&args.binary, &config, &dir.path().join("state"), &socket, &log);
     wait_answering(&socket);
@@ -174,9 +171,7 @@ fn still_open(stream: &UnixStream) -> bool {
     let mut byte = 0u8;
     // SAFETY: recv(2) into one valid, exclusively borrowed byte, on a
     // descriptor `stream` keeps open for the call.
-    let n = unsafe {
-        libc::recv(stream.as_raw_fd(), (&raw mut byte).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
-    };
+    let n = unsafe { libc::recv(stream.as_raw_fd(), (&raw mut byte).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
     n > 0 || (n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock)
 }
 
