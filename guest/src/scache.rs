@@ -264,7 +264,7 @@ impl SessionCache {
         for (ikey, _) in caps.scan(&self.index, None, budget)? {
             match parse_index_key(&ikey) {
                 Some((ts, _)) if !self.expired(ts, now_secs) => {
-                    sweep.next_expiry_secs = Some(ts + u64::from(self.settings.timeout_secs) + 1);
+                    sweep.next_expiry_secs = ts.checked_add(u64::from(self.settings.timeout_secs) + 1);
                     return Ok(sweep);
                 }
                 Some((ts, key)) => {
