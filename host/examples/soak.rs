@@ -179,10 +179,10 @@ fn still_open(stream: &UnixStream) -> bool {
 fn wait_answering(socket: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        if let Ok(mut client) = Client::connect(socket) {
-            if client.request(&Request::Seed { size: 16 }).is_ok() {
-                return;
-            }
+        if let Ok(mut client) = Client::connect(socket)
+            && client.request(&Request::Seed { size: 16 }).is_ok()
+        {
+            return;
         }
         thread::sleep(Duration::from_millis(20));
     }
