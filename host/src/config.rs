@@ -15,6 +15,7 @@
 //! reseed_period = 3600            # seconds, mean DRBG reseed interval
 //! max_connections = 1024
 //! idle_timeout = 300              # seconds
+//! read_timeout = 10               # seconds to send one request
 //!
 //! [caches.smtpd]
 //! enabled = true
@@ -145,6 +146,8 @@ pub struct Settings {
     pub max_connections: usize,
     /// Seconds before an idle connection is closed.
     pub idle_timeout: u64,
+    /// Seconds a client may take to send one request.
+    pub read_timeout: u64,
     /// Fuel per core call.
     pub fuel_per_call: u64,
     /// Memory cap of the core, in MiB.
@@ -171,6 +174,7 @@ impl Default for Settings {
             housekeeping_batch: 0,
             max_connections: ServerSettings::default().max_connections,
             idle_timeout: ServerSettings::default().idle_timeout.as_secs(),
+            read_timeout: ServerSettings::default().read_timeout.as_secs(),
             fuel_per_call: limits.fuel_per_call,
             core_memory_mib: limits.memory_bytes / (1024 * 1024),
             caches,
@@ -291,6 +295,7 @@ impl Settings {
         ServerSettings {
             max_connections: self.max_connections,
             idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
+            read_timeout: Duration::from_secs(self.read_timeout.max(1)),
             ..ServerSettings::default()
         }
     }

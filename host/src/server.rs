@@ -27,7 +27,8 @@
 //! # Security
 //!
 //! Every byte from a client is untrusted. Frames are bounded by
-//! [`attr0::Limits`]; a connection idle past the timeout is closed; the
+//! [`attr0::Limits`]; a connection idle past the idle timeout, or sending
+//! one request for longer than the read timeout, is closed; the
 //! number of connections is capped and the cap logged when reached. A client
 //! that stops reading its replies is not read from until it catches up, so
 //! it cannot make the daemon buffer without bound. A bad client affects only
@@ -64,6 +65,11 @@ pub struct ServerSettings {
     /// A connection with no request for this long is closed. Postfix clients
     /// close idle connections after `ipc_idle` (5 s) themselves.
     pub idle_timeout: Duration,
+    /// A connection whose request has been arriving for this long without
+    /// being complete is closed: a trickling or stalled client must not hold
+    /// one of the `max_connections` slots for the whole idle timeout. Postfix
+    /// clients write each request whole.
+    pub read_timeout: Duration,
     /// Frame limits.
     pub limits: attr0::Limits,
 }
@@ -73,6 +79,7 @@ impl Default for ServerSettings {
         ServerSettings {
             max_connections: 1024,
             idle_timeout: Duration::from_secs(300),
+            read_timeout: Duration::from_secs(10),
             limits: attr0::Limits::default(),
         }
     }
@@ -163,7 +170,8 @@ impl<'a> EventLoop<'a> {
         let mut events = Events::with_capacity(256);
         // Connections with requests left over from their turn.
         let mut again: Vec<Token> = Vec::new();
-        let idle_check = (self.settings.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let shortest = self.settings.idle_timeout.min(self.settings.read_timeout);
+        let idle_check = (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let mut next_idle_check = Instant::now() + idle_check;
         // Checked before the first wait too: a signal may have arrived while
         // the daemon was starting.
@@ -268,14 +276,14 @@ impl<'a> EventLoop<'a> {
     }
 
     /// Close connections that have neither sent a request nor taken a reply
-    /// for the idle timeout.
+    /// for the idle timeout, or have been sending one request for the read
+    /// timeout.
     fn close_idle(&mut self) {
         let now = Instant::now();
-        let timeout = self.settings.idle_timeout;
-        let idle: Vec<usize> =
-            self.conns.iter().filter(|(_, c)| now.duration_since(c.last_active) >= timeout).map(|(i, _)| i).collect();
-        for i in idle {
-            tracing::debug!("closing idle connection");
+        let overdue: Vec<(usize, &'static str)> =
+            self.conns.iter().filter_map(|(i, c)| c.overdue(now, self.settings).map(|why| (i, why))).collect();
+        for (i, why) in overdue {
+            tracing::debug!("closing a connection: {why}");
             self.close(Token(FIRST_CONNECTION + i));
         }
     }
@@ -330,6 +338,8 @@ struct Connection {
     /// The client has closed its end; answer what is buffered, then close.
     eof: bool,
     last_active: Instant,
+    /// When the first byte of the request now in `input` arrived.
+    request_started: Option<Instant>,
     /// Whether the poller reports writability too. Only while replies are
     /// waiting: otherwise every reply the client reads would wake the loop
     /// for nothing.
@@ -347,7 +357,29 @@ impl Connection {
             first: true,
             eof: false,
             last_active: Instant::now(),
+            request_started: None,
             watching_writes: false,
+        }
+    }
+
+    /// Start the read timeout's clock when a request's first bytes arrive.
+    fn note_input(&mut self) {
+        if self.input.is_empty() {
+            self.request_started = None;
+        } else if self.request_started.is_none() {
+            self.request_started = Some(Instant::now());
+        }
+    }
+
+    /// Whether this connection has outstayed the idle timeout, or the read
+    /// timeout in the middle of a request, at `now`.
+    fn overdue(&self, now: Instant, settings: &ServerSettings) -> Option<&'static str> {
+        if self.request_started.is_some_and(|t| now.duration_since(t) >= settings.read_timeout) {
+            Some("its request did not arrive whole within the read timeout")
+        } else if now.duration_since(self.last_active) >= settings.idle_timeout {
+            Some("idle")
+        } else {
+            None
         }
     }
 
@@ -379,6 +411,10 @@ impl Connection {
                 match self.decoder.decode(&self.input) {
                     Ok(Some((frame, used))) => {
                         self.input.drain(..used);
+                        // What is left (if anything) is the next request,
+                        // begun with the bytes just read.
+                        self.request_started = None;
+                        self.note_input();
                         let reply = match Request::from_frame(&frame) {
                             Ok(request) => service.handle(request),
                             Err(e) => {
@@ -423,7 +459,10 @@ impl Connection {
             }
             match self.stream.read(&mut chunk) {
                 Ok(0) => self.eof = true,
-                Ok(n) => self.input.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    self.input.extend_from_slice(&chunk[..n]);
+                    self.note_input();
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Waiting,
                 Err(e) => {

@@ -867,6 +867,34 @@ fn idle_connections_are_closed_and_active_ones_kept() {
     seed_bytes(&busy.ask(&seed_req(b"32")), 32);
 }
 
+/// Proves a client trickling one request a byte at a time is closed once the read timeout
+/// passes, though it is never idle, while a connection with no request pending is kept.
+#[test]
+fn a_request_that_trickles_past_the_read_timeout_is_closed() {
+    let server = TestServer::with_settings(settings(|s| s.read_timeout = 1));
+    let mut quiet = Raw::connect(&server);
+    let mut trickle = Raw::connect(&server);
+    let request = seed_req(b"32");
+    let started = Instant::now();
+    let mut closed = false;
+    // One byte every 100 ms: the whole request would take about 2 s.
+    for byte in &request[..request.len() - 1] {
+        if trickle.s.write_all(&[*byte]).is_err() {
+            closed = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    if !closed {
+        trickle.s.set_read_timeout(Some(NOTICE_DEADLINE)).unwrap();
+        trickle.expect_closed("the trickling connection");
+    }
+    let after = started.elapsed();
+    assert!(after >= Duration::from_secs(1), "closed after {after:?}, before the read timeout");
+    // No request pending: the read timeout does not apply.
+    seed_bytes(&quiet.ask(&seed_req(b"8")), 8);
+}
+
 /// Proves a client pipelining 20 000 requests without reading blocks no one else, then gets every reply, in order.
 #[test]
 fn client_not_reading_a_pipelined_flood_does_not_block_others() {
