@@ -372,9 +372,12 @@ impl Connection {
     }
 
     /// Whether this connection has outstayed the idle timeout, or the read
-    /// timeout in the middle of a request, at `now`.
+    /// timeout in the middle of a request, at `now`. While replies wait for
+    /// the client to take them, its next request waits on us, not on it:
+    /// only the idle timeout applies then (taking replies counts as activity).
     fn overdue(&self, now: Instant, settings: &ServerSettings) -> Option<&'static str> {
-        if self.request_started.is_some_and(|t| now.duration_since(t) >= settings.read_timeout) {
+        let replies_waiting = self.written < self.output.len();
+        if !replies_waiting && self.request_started.is_some_and(|t| now.duration_since(t) >= settings.read_timeout) {
             Some("its request did not arrive whole within the read timeout")
         } else if now.duration_since(self.last_active) >= settings.idle_timeout {
             Some("idle")

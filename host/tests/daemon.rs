@@ -931,6 +931,25 @@ fn client_not_reading_a_pipelined_flood_does_not_block_others() {
     seed_ok(&mut other, 32);
 }
 
+/// Proves the read timeout does not cut off a client whose requests have arrived but wait,
+/// unanswered, for it to take the replies already sent: the delay is its reading, not its
+/// writing, and the idle timeout governs that.
+#[test]
+fn a_client_slow_to_read_its_replies_is_not_cut_off_by_the_read_timeout() {
+    const REQUESTS: usize = 20_000;
+    let server = TestServer::with_settings(settings(|s| s.read_timeout = 1));
+    let mut flood = Raw::connect(&server);
+    let batch: Vec<u8> = (0..REQUESTS).flat_map(|_| seed_req(b"255")).collect();
+    let mut writer_stream = flood.s.try_clone().unwrap();
+    let writer = thread::spawn(move || writer_stream.write_all(&batch).unwrap());
+    // Three read timeouts without reading a reply.
+    thread::sleep(Duration::from_secs(3));
+    for i in 0..REQUESTS {
+        assert_eq!(seed_bytes(&flood.frame(), 255).len(), 255, "reply {i}");
+    }
+    writer.join().unwrap();
+}
+
 /// Proves clients that close in the middle of a request (alone, after pipelined requests, or with replies unread) free their slot and disturb no one.
 #[test]
 fn client_closing_mid_request_disturbs_no_one() {
