@@ -236,8 +236,6 @@ impl Capabilities {
 pub struct HostState {
     caps: Capabilities,
     limits: StoreLimits,
-    /// The fuel each call (and instantiation) starts with.
-    fuel_per_call: u64,
     tape: Tape,
 }
 
@@ -282,7 +280,7 @@ impl Core {
         tape: Tape,
     ) -> Result<Core, EngineError> {
         let mut store = new_store(runtime, caps, tape, limits);
-        let instance = instantiate(runtime, &mut store).map_err(|e| EngineError::Start(format!("{e:#}")))?;
+        let instance = instantiate(runtime, &mut store, limits).map_err(|e| EngineError::Start(format!("{e:#}")))?;
         let mut core = Core { runtime: runtime.clone(), store, instance: Some(instance), config, limits };
         let configured = core.configure();
         // A replay reports a refused or divergent configure as its result;
@@ -392,7 +390,7 @@ impl Core {
         // for the next attempt instead of dropping them with an error.
         self.store = new_store(&self.runtime, caps, tape, self.limits);
         self.instance = None;
-        match instantiate(&self.runtime, &mut self.store) {
+        match instantiate(&self.runtime, &mut self.store, self.limits) {
             Ok(instance) => {
                 self.instance = Some(instance);
                 // If this fails too, the next call traps again and recovery
@@ -591,18 +589,17 @@ fn new_store(runtime: &Runtime, caps: Capabilities, tape: Tape, limits: Limits) 
         // A component is several core instances (the core module plus the
         // canonical ABI's shims), each with its tables; one linear memory.
         limits: StoreLimitsBuilder::new().memory_size(limits.memory_bytes).instances(16).memories(1).tables(16).build(),
-        fuel_per_call: limits.fuel_per_call,
     };
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|s| &mut s.limits);
     store
 }
 
-/// Instantiate the component in `store`, which keeps its capabilities
-/// whether or not this succeeds.
-fn instantiate(runtime: &Runtime, store: &mut Store<HostState>) -> wasmtime::Result<bindings::Core> {
+/// Instantiate the component in `store` (made under the same `limits`),
+/// which keeps its capabilities whether or not this succeeds.
+fn instantiate(runtime: &Runtime, store: &mut Store<HostState>, limits: Limits) -> wasmtime::Result<bindings::Core> {
     store.data_mut().tape.instantiate()?;
-    store.set_fuel(store.data().fuel_per_call)?;
+    store.set_fuel(limits.fuel_per_call)?;
     runtime.pre.instantiate(store)
 }
 
@@ -610,12 +607,7 @@ impl HostState {
     /// A store's state for the instant between a trapped store and its
     /// replacement.
     fn placeholder() -> HostState {
-        HostState {
-            caps: Capabilities::inert(),
-            limits: StoreLimitsBuilder::new().build(),
-            fuel_per_call: 0,
-            tape: Tape::Off,
-        }
+        HostState { caps: Capabilities::inert(), limits: StoreLimitsBuilder::new().build(), tape: Tape::Off }
     }
 }
 
