@@ -96,7 +96,8 @@ fn assert_not_logged(secrets: &[&[u8]]) {
     }
 }
 
-/// A server over a sealed store in `dir` (its file behind `disk`), running
+/// A server over a sealed store in `dir` (created 0700 if missing, as the
+/// daemon does; its file behind `disk`), running
 /// the component `runtime`, with the daemon's default limits.
 fn server_on_disk(runtime: &Runtime, dir: &Path, disk: &FaultyDisk) -> TestServer {
     let settings = Settings { state_dir: Some(dir.to_owned()), ..Settings::default() };
@@ -120,14 +121,6 @@ fn server_on_disk(runtime: &Runtime, dir: &Path, disk: &FaultyDisk) -> TestServe
     };
     let core = Core::start(runtime, caps, settings.core_config(), settings.limits()).unwrap();
     TestServer::with_core(core, clock, &settings)
-}
-
-/// A private state directory (the store refuses one others can read).
-fn state_dir() -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    dir
 }
 
 fn update(client: &mut Client, id: &str, session: &[u8]) -> Status {
@@ -165,8 +158,8 @@ fn key_name(keybuf: &[u8]) -> Vec<u8> {
 #[test]
 fn a_trapping_core_fails_one_request_and_the_daemon_goes_on() {
     let runtime = Runtime::with_component(&std::fs::read(guest_with_feature("test-fault")).unwrap(), None).unwrap();
-    let dir = state_dir();
-    let server = server_on_disk(&runtime, dir.path(), &FaultyDisk::new());
+    let tmp = tempfile::tempdir().unwrap();
+    let server = server_on_disk(&runtime, &tmp.path().join("state"), &FaultyDisk::new());
     let mut client = server.client();
     let mut bystander = server.client();
 
@@ -222,9 +215,10 @@ fn until<T: Clone>(limit: Duration, mut request: impl FnMut() -> T, done: impl F
 /// serves again with no restart and every update it acknowledged intact.
 #[test]
 fn a_failing_disk_fails_requests_cleanly_and_the_daemon_recovers() {
-    let dir = state_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
     let disk = FaultyDisk::new();
-    let server = server_on_disk(common::runtime(), dir.path(), &disk);
+    let server = server_on_disk(common::runtime(), &dir, &disk);
     let mut client = server.client();
     let mut acknowledged: Vec<(String, Vec<u8>)> = Vec::new();
     let mut n = 0;
@@ -276,7 +270,7 @@ fn a_failing_disk_fails_requests_cleanly_and_the_daemon_recovers() {
     assert_eq!(ticket_key(&mut client, &key_name(&keybuf)), (Status::Ok, keybuf.clone()));
     drop(client);
     server.stop();
-    let server = server_on_disk(common::runtime(), dir.path(), &FaultyDisk::new());
+    let server = server_on_disk(common::runtime(), &dir, &FaultyDisk::new());
     let mut client = server.client();
     for (id, session) in &acknowledged {
         assert_eq!(lookup(&mut client, id), (Status::Ok, session.clone()), "{id} after a restart");
