@@ -25,14 +25,17 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[path = "support/daemon.rs"]
+mod daemon;
+use daemon::{Daemon, default_binary};
 use tlskeeper::bench::{self, Mix};
 use tlskeeper::client::Client;
 use tlskeeper::protocol::tlsmgr::{Reply, Request};
@@ -62,12 +65,6 @@ fn parse_args() -> Args {
     }
     assert!(args.busy > 0 && args.slice > 0 && args.minutes > 0.0, "{usage}");
     args
-}
-
-/// `target/<profile>/tlskeeper` for `target/<profile>/examples/soak`.
-fn default_binary() -> PathBuf {
-    let me = std::env::current_exe().unwrap();
-    me.parent().and_then(Path::parent).unwrap().join("tlskeeper")
 }
 
 fn main() {
@@ -200,10 +197,7 @@ fn raise_descriptor_limit(wanted: usize) {
     assert!(raised.rlim_cur >= wanted as u64, "the hard open-file limit is below {wanted}; raise ulimit -Hn");
 }
 
-/// The daemon under test, stopped by its PID when dropped (also when the
-/// run panics), never by name.
-struct Daemon(Child);
-
+/// What the soak asks of the daemon, beyond the shared guard's stop.
 impl Daemon {
     fn launch(binary: &Path, config: &Path, state: &Path, socket: &Path, log: &Path) -> Daemon {
         let mut command = Command::new(binary);
@@ -245,16 +239,5 @@ impl Daemon {
     /// Open descriptors.
     fn fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(Iterator::count).unwrap_or(0)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let pid = libc::pid_t::try_from(self.0.id()).unwrap();
-        // SAFETY: kill(2) on our own child's PID; the child is not yet
-        // reaped (we wait below), so the PID cannot have been reused.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let _ = self.0.wait();
-        let _ = std::io::stdout().flush();
     }
 }

@@ -21,11 +21,14 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+#[path = "support/daemon.rs"]
+mod daemon;
+use daemon::{Daemon, default_binary};
 use tlskeeper::client::Client;
 use tlskeeper::protocol::tlsmgr::{Reply, Request, Status};
 
@@ -94,12 +97,6 @@ fn main() {
     }
 }
 
-/// `target/<profile>/tlskeeper` for `target/<profile>/examples/startup`.
-fn default_binary() -> PathBuf {
-    let me = std::env::current_exe().unwrap();
-    me.parent().and_then(Path::parent).unwrap().join("tlskeeper")
-}
-
 /// Launch the daemon, wait for its first answer, stop it; milliseconds from
 /// launch to answer.
 fn time_first_answer(binary: &Path, state: &Path, socket: &Path, cache: Option<&Path>) -> f64 {
@@ -128,18 +125,4 @@ fn time_first_answer(binary: &Path, state: &Path, socket: &Path, cache: Option<&
     );
     drop(child);
     elapsed.as_secs_f64() * 1e3
-}
-
-/// The daemon under test, stopped by its PID when dropped (also when a
-/// run panics), never by name.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let pid = libc::pid_t::try_from(self.0.id()).unwrap();
-        // SAFETY: kill(2) on our own child's PID; the child is not yet
-        // reaped (we wait below), so the PID cannot have been reused.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
 }
