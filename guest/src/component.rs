@@ -10,7 +10,7 @@
 //! Arguments arrive already lifted by the canonical ABI (valid UTF-8 strings,
 //! well-formed lists); their *contents* are still attacker-controlled and are
 //! checked by [`Manager`]. Ticket keys leave through the `ticket-key` export
-//! only.
+//! only; `seal-ticket` and `open-ticket` use them without letting them out.
 //!
 //! # Limitations
 //!
@@ -132,6 +132,7 @@ fn to_wit_error(e: Error) -> wit::Error {
         Error::Storage(why) => wit::Error::Storage(why),
         Error::SeedFile(why) => wit::Error::SeedFile(why),
         Error::Internal(what) => wit::Error::Internal(String::from(what)),
+        Error::TicketTooLarge(n) => wit::Error::TicketTooLarge(n),
     }
 }
 
@@ -198,6 +199,20 @@ impl wit::Guest for Component {
             hmac_key: k.hmac_key.to_vec(),
             expires: k.expires,
         }))
+    }
+
+    fn seal_ticket(plaintext: Vec<u8>) -> Result<wit::SealedTicket, wit::Error> {
+        let mut plaintext = plaintext;
+        let sealed = with_manager(|m, caps| m.seal_ticket(caps, &plaintext));
+        // The plaintext holds a session's secrets; wipe this copy.
+        zeroize::Zeroize::zeroize(&mut plaintext);
+        sealed.map(|s| wit::SealedTicket { ticket: s.ticket, lifetime_secs: s.lifetime_secs }).map_err(to_wit_error)
+    }
+
+    fn open_ticket(ticket: Vec<u8>) -> Result<Option<Vec<u8>>, wit::Error> {
+        // The opened plaintext goes to the canonical ABI, which copies it
+        // out and frees it, as with a looked-up session.
+        with_manager(|m, caps| m.open_ticket(caps, &ticket)).map_err(to_wit_error)
     }
 
     fn housekeeping() -> Result<u64, wit::Error> {

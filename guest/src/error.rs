@@ -46,6 +46,8 @@ pub enum Error {
     SeedFile(String),
     /// A broken internal invariant: a bug in the core; please report it.
     Internal(&'static str),
+    /// A ticket plaintext larger than the core seals.
+    TicketTooLarge(u32),
 }
 
 impl From<StorageError> for Error {
@@ -71,6 +73,7 @@ impl fmt::Display for Error {
             Error::Storage(why) => f.write_str(why),
             Error::SeedFile(why) => write!(f, "cannot save the seed file: {why}"),
             Error::Internal(what) => write!(f, "internal error (a bug): {what}"),
+            Error::TicketTooLarge(n) => write!(f, "ticket plaintext of {n} bytes is too large"),
         }
     }
 }

@@ -16,6 +16,8 @@
 //! - [`scache`]: session caches: entry format, expiry, bounds, eviction,
 //!   incremental cleanup.
 //! - [`tickets`]: the two-slot ticket-key ring and its persistence.
+//! - [`sealing`]: tickets sealed and opened under the ring's keys, so that
+//!   TLS servers need never hold a key.
 //! - [`manager`]: the one type the exports call; it owns the pieces above.
 //! - [`error`]: the error every export can return.
 //! - `component` and `rt` (wasm32 only): the WIT glue, allocator and panic
@@ -47,6 +49,7 @@ pub mod error;
 pub mod manager;
 pub mod prng;
 pub mod scache;
+pub mod sealing;
 pub mod tickets;
 
 #[cfg(target_arch = "wasm32")]

@@ -25,7 +25,8 @@ use crate::config::{Config, Settings};
 use crate::error::{Error, Result};
 use crate::prng::Prng;
 use crate::scache::{Counters, SessionCache};
-use crate::tickets::{KeyRing, NAME_LEN, TicketKey};
+use crate::sealing::{self, NONCE_LEN, SealCache};
+use crate::tickets::{self, KeyRing, NAME_LEN, TicketKey};
 
 /// Largest seed request, as in tlsmgr.
 pub const MAX_SEED_LEN: u32 = 255;
@@ -56,6 +57,15 @@ pub struct CacheStats {
     pub counters: Counters,
 }
 
+/// A ticket sealed by [`Manager::seal_ticket`].
+pub struct SealedTicket {
+    /// The ticket, in the format of [`crate::sealing`].
+    pub ticket: Vec<u8>,
+    /// Seconds every ticket sealed now is sure to open for
+    /// ([`tickets::guaranteed_lifetime_secs`]).
+    pub lifetime_secs: u32,
+}
+
 /// Counters of the whole core.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
@@ -74,6 +84,7 @@ pub struct Manager {
     settings: Option<Settings>,
     caches: Vec<SessionCache>,
     keys: KeyRing,
+    seal_keys: SealCache,
     prng: Prng,
     /// The cache the next housekeeping call starts with, so that every cache
     /// gets its turn even when one has a large backlog.
@@ -95,6 +106,7 @@ impl Manager {
             settings: None,
             caches: Vec::new(),
             keys: KeyRing::new(),
+            seal_keys: SealCache::new(),
             prng: Prng::new(3600),
             sweep_cursor: 0,
             seed_bytes: 0,
@@ -235,6 +247,51 @@ impl Manager {
             None => self.keys.encrypt_key(caps, &mut self.prng, now, half).map(Some),
             Some(name) => self.keys.decrypt_key(caps, now, name, half),
         }
+    }
+
+    /// Seal a ticket's plaintext under the current encryption key (minting
+    /// one if none encrypts), with a fresh nonce from the DRBG.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TicketTooLarge`] beyond [`sealing::MAX_PLAINTEXT`] bytes;
+    /// [`Error::TicketsDisabled`] when T = 0; [`Error::Storage`] when a new
+    /// key cannot be stored (no ticket is sealed under a key that would not
+    /// survive a restart).
+    pub fn seal_ticket(&mut self, caps: &mut impl Capabilities, plaintext: &[u8]) -> Result<SealedTicket> {
+        self.settings()?;
+        if plaintext.len() > sealing::MAX_PLAINTEXT {
+            return Err(Error::TicketTooLarge(u32::try_from(plaintext.len()).unwrap_or(u32::MAX)));
+        }
+        let half = self.ticket_half()?;
+        let now = caps.now_nanos();
+        let key = self.keys.encrypt_key(caps, &mut self.prng, now, half)?;
+        let mut nonce = [0u8; NONCE_LEN];
+        self.prng.fill(caps, now, &mut nonce)?;
+        let ticket = self.seal_keys.keys_for(&key).seal(&nonce, plaintext);
+        Ok(SealedTicket { ticket, lifetime_secs: tickets::guaranteed_lifetime_secs(half) })
+    }
+
+    /// The plaintext of a ticket this core sealed, if the key its name
+    /// selects still decrypts and the ticket is intact. Every reason for
+    /// not opening is the same `Ok(None)`: the client that sent the ticket
+    /// must learn nothing else.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TicketsDisabled`] when T = 0; [`Error::Storage`] when the
+    /// ring cannot be loaded.
+    pub fn open_ticket(&mut self, caps: &mut impl Capabilities, ticket: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.settings()?;
+        let half = self.ticket_half()?;
+        let Some(name) = sealing::claimed_name(ticket) else {
+            return Ok(None);
+        };
+        let now = caps.now_nanos();
+        let Some(key) = self.keys.decrypt_key(caps, now, name, half)? else {
+            return Ok(None);
+        };
+        Ok(self.seal_keys.keys_for(&key).open(ticket))
     }
 
     /// `T / 2` of the ticket cache, the length of each key phase.
@@ -750,5 +807,150 @@ mod tests {
         );
         caps.storage_fault = Some(StorageError::TooLarge);
         assert_eq!(m.stats(&mut caps), Err(Error::Storage("storage refused an oversized key or value".into())));
+    }
+
+    fn seal(m: &mut Manager, caps: &mut FakeCaps, plain: &[u8]) -> Vec<u8> {
+        m.seal_ticket(caps, plain).unwrap().ticket
+    }
+
+    fn open(m: &mut Manager, caps: &mut FakeCaps, ticket: &[u8]) -> Option<Vec<u8>> {
+        m.open_ticket(caps, ticket).unwrap()
+    }
+
+    #[test]
+    fn sealed_tickets_follow_the_key_ring_through_a_key_life() {
+        // T = 3600: the first key encrypts t0 ..= t0+1798 and decrypts until
+        // t0+3598; the ticket carries its name, so tktkey names the same key.
+        let (mut m, mut caps) = configured(&config(), 1);
+        let first = seal(&mut m, &mut caps, b"state one");
+        let key = m.ticket_key(&mut caps, None).unwrap().unwrap();
+        assert_eq!(&first[..NAME_LEN], &key.name, "sealed under the key tktkey hands out");
+        assert_eq!(open(&mut m, &mut caps, &first).as_deref(), Some(&b"state one"[..]));
+
+        caps.now = (T0 + 1798) * SECOND;
+        let last = seal(&mut m, &mut caps, b"state two");
+        assert_eq!(&last[..NAME_LEN], &key.name);
+        caps.now = (T0 + 1799) * SECOND;
+        let next = seal(&mut m, &mut caps, b"state three");
+        assert_ne!(&next[..NAME_LEN], &key.name, "a new key once the first stops encrypting");
+
+        caps.now = (T0 + 3598) * SECOND;
+        assert_eq!(open(&mut m, &mut caps, &first).as_deref(), Some(&b"state one"[..]), "last second");
+        caps.now = (T0 + 3599) * SECOND;
+        assert_eq!(open(&mut m, &mut caps, &first), None, "replayed after its key's window");
+        assert_eq!(open(&mut m, &mut caps, &last), None);
+        assert_eq!(open(&mut m, &mut caps, &next).as_deref(), Some(&b"state three"[..]));
+        // Refusals are not errors and are not logged.
+        assert!(caps.logs.iter().all(|(l, _)| *l != Level::Warn && *l != Level::Error), "{:?}", caps.logs);
+    }
+
+    /// The announced lifetime holds for a ticket sealed at any second, even
+    /// when something seals every second so that keys rotate at the
+    /// earliest moment the ring allows.
+    #[test]
+    fn every_ticket_opens_for_its_announced_lifetime() {
+        let mut c = config();
+        c.caches[0].timeout_secs = 120; // half = 60: a short life to walk
+        let (mut m, mut caps) = configured(&c, 1);
+        let mut sealed: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut lifetime = 0;
+        for second in 0..400 {
+            caps.now = (T0 + second) * SECOND;
+            let s = m.seal_ticket(&mut caps, &second.to_be_bytes()).unwrap();
+            lifetime = u64::from(s.lifetime_secs);
+            sealed.push((second, s.ticket));
+            for (at, ticket) in &sealed {
+                // A client may present the ticket until `lifetime` seconds
+                // after it got it, measured in fractions: up to one whole
+                // second more on our clock.
+                if second <= at + lifetime + 1 {
+                    assert_eq!(
+                        open(&mut m, &mut caps, ticket),
+                        Some(at.to_be_bytes().to_vec()),
+                        "sealed at {at}, opened at {second}"
+                    );
+                }
+            }
+        }
+        assert_eq!(lifetime, 58);
+    }
+
+    #[test]
+    fn the_lifetime_is_capped_at_seven_days() {
+        let mut c = config();
+        c.caches[0].timeout_secs = 8_640_000;
+        let (mut m, mut caps) = configured(&c, 1);
+        assert_eq!(m.seal_ticket(&mut caps, b"x").unwrap().lifetime_secs, 604_800);
+        assert_eq!(m.seal_ticket(&mut caps, b"x").map(|_| ()), Ok(()));
+        let (mut m, mut caps) = configured(&config(), 1);
+        assert_eq!(m.seal_ticket(&mut caps, b"x").unwrap().lifetime_secs, 1798);
+    }
+
+    #[test]
+    fn hostile_tickets_are_refused_alike() {
+        let (mut m, mut caps) = configured(&config(), 1);
+        let good = seal(&mut m, &mut caps, b"state");
+        let mut forged = good.clone();
+        *forged.last_mut().unwrap() ^= 1;
+        let mut unknown = good.clone();
+        unknown[0] ^= 1;
+        let cases: [(&str, Vec<u8>); 6] = [
+            ("empty", vec![]),
+            ("cut", good[..good.len() - 1].to_vec()),
+            ("only a name", good[..NAME_LEN].to_vec()),
+            ("forged tag", forged),
+            ("unknown key name", unknown),
+            ("oversized", vec![0; sealing::MAX_TICKET + 1]),
+        ];
+        let drawn = caps.entropy_drawn;
+        for (what, ticket) in cases {
+            assert_eq!(m.open_ticket(&mut caps, &ticket), Ok(None), "{what}");
+        }
+        assert_eq!(caps.entropy_drawn, drawn, "opening draws no entropy");
+        assert_eq!(m.stats(&mut caps).unwrap().keys_minted, 1, "opening mints no key");
+    }
+
+    #[test]
+    fn a_ticket_from_another_core_does_not_open() {
+        let (mut a, mut caps_a) = configured(&config(), 1);
+        let (mut b, mut caps_b) = configured(&config(), 2);
+        let ticket = seal(&mut a, &mut caps_a, b"state");
+        seal(&mut b, &mut caps_b, b"other");
+        assert_eq!(open(&mut b, &mut caps_b, &ticket), None);
+    }
+
+    #[test]
+    fn sealed_tickets_open_after_a_restart() {
+        let (mut m, mut caps) = configured(&config(), 1);
+        let ticket = seal(&mut m, &mut caps, b"state");
+        let mut caps2 = FakeCaps::new(T0 + 10, 2);
+        caps2.tables = core::mem::take(&mut caps.tables);
+        let mut m2 = Manager::new();
+        m2.configure(&mut caps2, &config()).unwrap();
+        assert_eq!(open(&mut m2, &mut caps2, &ticket).as_deref(), Some(&b"state"[..]));
+        // And the restarted core seals under the same key.
+        assert_eq!(&seal(&mut m2, &mut caps2, b"x")[..NAME_LEN], &ticket[..NAME_LEN]);
+    }
+
+    #[test]
+    fn sealing_refuses_what_it_cannot_do_well() {
+        let (mut m, mut caps) = configured(&config(), 1);
+        let big = vec![0; sealing::MAX_PLAINTEXT + 1];
+        assert_eq!(m.seal_ticket(&mut caps, &big).map(|_| ()), Err(Error::TicketTooLarge(16 * 1024 + 1)));
+        assert_eq!(caps.len(crate::tickets::TABLE), 0, "no key minted for a refused plaintext");
+        assert!(m.seal_ticket(&mut caps, &big[1..]).is_ok());
+
+        // A key that cannot be stored seals nothing.
+        let (mut m, mut caps) = configured(&config(), 1);
+        caps.storage_fault = Some(StorageError::Unavailable("down".into()));
+        assert_eq!(m.seal_ticket(&mut caps, b"x").map(|_| ()), Err(Error::Storage("storage unavailable: down".into())));
+
+        let mut c = config();
+        c.ticket_cache = "lmtp".into();
+        let (mut m, mut caps) = configured(&c, 1);
+        assert_eq!(m.seal_ticket(&mut caps, b"x").map(|_| ()), Err(Error::TicketsDisabled));
+        assert_eq!(m.open_ticket(&mut caps, &[0; 100]), Err(Error::TicketsDisabled));
+        assert_eq!(Manager::new().seal_ticket(&mut caps, b"x").map(|_| ()), Err(Error::NotConfigured));
+        assert_eq!(Manager::new().open_ticket(&mut caps, b"x"), Err(Error::NotConfigured));
     }
 }

@@ -57,6 +57,22 @@ const RECORD_VERSION: u8 = 1;
 const RECORD_LEN: usize = 1 + 8 + 2 * SECRET_LEN;
 /// Records read when loading; more than two is already leftover junk.
 const LOAD_LIMIT: u32 = 64;
+/// RFC 8446 section 4.6.1: a ticket lifetime hint may not exceed 7 days.
+pub const MAX_TICKET_LIFETIME_SECS: u32 = 604_800;
+
+/// Seconds for which a ticket sealed now is sure to still open, whatever
+/// the ring does meanwhile, capped at RFC 8446's 7 days. It is what a server
+/// may honestly announce as a ticket's lifetime.
+///
+/// A key encrypts until `tout - 1` and decrypts until `tout + half - 1`,
+/// but the rotation may drop it from slot 1 one second early (at the
+/// earliest mint of the key after next, `tout + half - 1`), so a ticket
+/// sealed in the key's last encrypting second `tout - 1` opens for `half - 1`
+/// more whole seconds. Clocks count whole seconds while clients measure
+/// fractions, so one more second is given up: `half - 2`.
+pub fn guaranteed_lifetime_secs(half: i64) -> u32 {
+    u32::try_from(half.saturating_sub(2).max(0)).unwrap_or(u32::MAX).min(MAX_TICKET_LIFETIME_SECS)
+}
 
 /// One session-ticket key.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -123,7 +139,7 @@ impl TicketKey {
 
 /// Compare names without an early exit, so timing does not reveal how many
 /// leading bytes of a guessed name are right.
-fn names_equal(a: &[u8; NAME_LEN], b: &[u8; NAME_LEN]) -> bool {
+pub(crate) fn names_equal(a: &[u8; NAME_LEN], b: &[u8; NAME_LEN]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
