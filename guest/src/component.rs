@@ -185,6 +185,10 @@ impl wit::Guest for Component {
         with_manager(|m, caps| m.update(caps, &cache, &id, &session)).map_err(to_wit_error)
     }
 
+    fn take_session(cache: String, id: String) -> Result<Option<Vec<u8>>, wit::Error> {
+        with_manager(|m, caps| m.take(caps, &cache, &id)).map_err(to_wit_error)
+    }
+
     fn delete_session(cache: String, id: String) -> Result<bool, wit::Error> {
         with_manager(|m, caps| m.delete(caps, &cache, &id)).map_err(to_wit_error)
     }

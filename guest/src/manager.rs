@@ -214,6 +214,18 @@ impl Manager {
         cache.update(caps, now, id, session)
     }
 
+    /// The fresh session under `id` in `cache`, removed in the same call:
+    /// handed out at most once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownCache`], [`Error::CacheDisabled`], [`Error::Storage`].
+    pub fn take(&mut self, caps: &mut impl Capabilities, cache: &str, id: &str) -> Result<Option<Vec<u8>>> {
+        let cache = self.usable_cache(cache)?;
+        let now = caps.now_nanos() / NANOS;
+        cache.take(caps, now, id)
+    }
+
     /// Remove `id` from `cache`; true when it was present.
     ///
     /// # Errors

@@ -249,6 +249,24 @@ impl SessionCache {
         Ok(true)
     }
 
+    /// The fresh session under `id`, removed in the same core call, so that
+    /// it is handed out at most once however many processes ask (rustls
+    /// takes TLS 1.3 sessions this way). Counts as a hit and a delete.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] when the storage capability fails; a session that
+    /// was found but could not be removed is not returned.
+    pub fn take(&mut self, caps: &mut impl Capabilities, now_secs: u64, id: &str) -> Result<Option<Vec<u8>>> {
+        let Some(session) = self.lookup(caps, now_secs, id)? else {
+            return Ok(None);
+        };
+        // Rereading the entry is cheap (the host's overlay holds it) and
+        // keeps one removal path for the index and the counters.
+        self.delete(caps, id)?;
+        Ok(Some(session))
+    }
+
     /// Remove up to `budget` expired entries from the front of the age index.
     ///
     /// # Errors
@@ -608,6 +626,22 @@ mod tests {
         // Exactly the limit is accepted.
         c.update(&mut caps, T0, "id", &[0; 1024]).unwrap();
         assert_eq!(c.lookup(&mut caps, T0, "id").unwrap().map(|s| s.len()), Some(1024));
+    }
+
+    #[test]
+    fn take_hands_a_session_out_once() {
+        let mut caps = FakeCaps::new(1000, 1);
+        let mut c = cache(3600);
+        c.update(&mut caps, 1000, "a", b"state").unwrap();
+        assert_eq!(c.take(&mut caps, 1001, "a"), Ok(Some(b"state".to_vec())));
+        assert_eq!(c.take(&mut caps, 1001, "a"), Ok(None));
+        assert_eq!(c.lookup(&mut caps, 1001, "a"), Ok(None));
+        assert!(!stored(&caps, "a"));
+        assert_eq!(c.size(&mut caps).map(|s| (s.entries, s.bytes)), Ok((0, 0)));
+        // An expired session is not taken.
+        c.update(&mut caps, 1000, "b", b"old").unwrap();
+        assert_eq!(c.take(&mut caps, 1000 + 3601, "b"), Ok(None));
+        assert_eq!(c.counters(), counters(1, 3, 2, 1, 1, 0));
     }
 
     #[test]
