@@ -219,6 +219,20 @@ enum Op {
     Checkpoint,
     /// A new `Manager` over the same storage, as after a daemon restart.
     Restart,
+    /// `seal-ticket` of `len % 600` bytes, then `open-ticket` of the ticket
+    /// as it is and with byte `flip.0` xored with `flip.1`.
+    Seal {
+        len: u16,
+        flip: (u16, u8),
+    },
+    /// `open-ticket` of ticket `i` (modulo their count) sealed earlier.
+    OpenSealed {
+        i: u8,
+    },
+    /// `open-ticket` of arbitrary bytes.
+    OpenJunk {
+        bytes: Vec<u8>,
+    },
 }
 
 /// Which key a `TicketKey` call asks for.
@@ -264,6 +278,8 @@ struct Model {
     seed_bytes: u64,
     /// Updates so far, which makes every session stored unique.
     updates: u64,
+    /// Tickets sealed so far, with their plaintexts.
+    tickets: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// The ids' storage keys, SHA-256 of the id (`scache.rs`).
@@ -360,6 +376,7 @@ fuzz_target!(|data: &[u8]| {
         minted: 0,
         seed_bytes: 0,
         updates: 0,
+        tickets: Vec::new(),
     };
 
     for _ in 0..MAX_OPS {
@@ -486,6 +503,19 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(stats.seed_bytes, model.seed_bytes, "seed bytes served");
             }
             Op::Checkpoint => m.checkpoint(&mut caps).unwrap_or_else(|e| panic!("checkpoint failed: {e:?}")),
+            Op::Seal { len, flip } => check_seal(&mut m, &mut caps, &mut model, usize::from(len) % 600, flip),
+            Op::OpenSealed { i } if !model.tickets.is_empty() => {
+                let (ticket, plaintext) = model.tickets[usize::from(i) % model.tickets.len()].clone();
+                check_open(&mut m, &mut caps, &ticket, &plaintext);
+            }
+            Op::OpenSealed { .. } => {}
+            Op::OpenJunk { bytes } => {
+                // Junk opens only if it is, by chance, a sealed ticket.
+                if let Some(plain) = m.open_ticket(&mut caps, &bytes).unwrap_or_else(|e| panic!("open failed: {e:?}")) {
+                    let known = model.tickets.iter().find(|(t, _)| *t == bytes);
+                    assert_eq!(known.map(|(_, p)| p), Some(&plain), "junk opened");
+                }
+            }
             Op::Restart => {
                 m = Manager::new();
                 m.configure(&mut caps, &config()).expect("the configuration is valid");
@@ -497,6 +527,43 @@ fuzz_target!(|data: &[u8]| {
         check_storage(&caps, &hashes, &mut model, &*may_remove);
     }
 });
+
+/// `seal-ticket`: sealed under the key `ticket-key` hands out for
+/// encryption at this moment, opens to its plaintext, and not with any byte
+/// changed.
+fn check_seal(m: &mut Manager, caps: &mut FakeCaps, model: &mut Model, len: usize, flip: (u16, u8)) {
+    // Ask for the encryption key first (through the model, so that a key
+    // minted now is accounted for); sealing in the same second uses it.
+    check_ticket_key(m, caps, model, KeyName::Current);
+    let name = model.last_encrypt.expect("an encryption key").0;
+    let plaintext: Vec<u8> = (0..len).map(|i| (i as u8) ^ (model.tickets.len() as u8)).collect();
+    let sealed = m.seal_ticket(caps, &plaintext).unwrap_or_else(|e| panic!("seal failed: {e:?}"));
+    assert_eq!(sealed.ticket[..NAME_LEN], name, "sealed under another key than the encryption key");
+    assert_eq!(sealed.ticket.len(), len + 72);
+    assert_eq!(i64::from(sealed.lifetime_secs), HALF - 2);
+    check_open(m, caps, &sealed.ticket, &plaintext);
+    let mut bad = sealed.ticket.clone();
+    let at = usize::from(flip.0) % bad.len();
+    bad[at] ^= flip.1;
+    let got = m.open_ticket(caps, &bad).unwrap_or_else(|e| panic!("open failed: {e:?}"));
+    if flip.1 == 0 {
+        assert_eq!(got, Some(plaintext.clone()));
+    } else {
+        assert_eq!(got, None, "a ticket with byte {at} changed opened");
+    }
+    model.tickets.push((sealed.ticket, plaintext));
+}
+
+/// `open-ticket` of a ticket sealed earlier: it opens, to its plaintext,
+/// exactly while the ring still gives out its key by name.
+fn check_open(m: &mut Manager, caps: &mut FakeCaps, ticket: &[u8], plaintext: &[u8]) {
+    let key = m.ticket_key(caps, Some(&ticket[..NAME_LEN])).unwrap_or_else(|e| panic!("ticket key failed: {e:?}"));
+    let got = m.open_ticket(caps, ticket).unwrap_or_else(|e| panic!("open failed: {e:?}"));
+    match key {
+        Some(_) => assert_eq!(got.as_deref(), Some(plaintext), "a ticket under a live key did not open"),
+        None => assert_eq!(got, None, "a ticket opened after its key left the ring"),
+    }
+}
 
 /// `seed(len)`: exactly `len` bytes for 1..=255, else `BadSeedLength`.
 fn check_seed(m: &mut Manager, caps: &mut FakeCaps, model: &mut Model, len: u32) {

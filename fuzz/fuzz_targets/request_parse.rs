@@ -19,7 +19,7 @@
 //!    base64), so a request has exactly one spelling: any other would mean
 //!    a value read as something other than what it says.
 //! 3. A request that fails to parse is answered with one of seven fixed
-//!    byte strings (the six failure replies and the bare `FAIL`), the one
+//!    byte strings (the nine failure replies and the bare `FAIL`), the one
 //!    that belongs to its request type: a failure reply never echoes
 //!    anything the client sent, nor anything else. Its error message, which
 //!    the server logs, is printable ASCII of bounded length.
@@ -38,13 +38,16 @@ use tlskeeper::protocol::tlsmgr::{self, Prefix, Reply, Request, RequestError, Re
 /// The only bytes a failure reply may be: `status=FAIL` (4294967294) with
 /// the request type's data attributes empty or zero.
 const BARE_FAIL: &[u8] = b"status\x004294967294\0\0";
-const FAILURE_REPLIES: [(RequestKind, &[u8]); 6] = [
+const FAILURE_REPLIES: [(RequestKind, &[u8]); 9] = [
     (RequestKind::Seed, b"status\x004294967294\0seed\0\0\0"),
     (RequestKind::Policy, b"status\x004294967294\0cachable\x000\0timeout\x000\0\0"),
     (RequestKind::Lookup, b"status\x004294967294\0session\0\0\0"),
     (RequestKind::Update, b"status\x004294967294\0\0"),
     (RequestKind::Delete, b"status\x004294967294\0\0"),
     (RequestKind::TicketKey, b"status\x004294967294\0keybuf\0\0\0"),
+    (RequestKind::Take, b"status\x004294967294\0session\0\0\0"),
+    (RequestKind::Seal, b"status\x004294967294\0ticket\0\0lifetime\x000\0\0"),
+    (RequestKind::Open, b"status\x004294967294\0plaintext\0\0\0"),
 ];
 
 /// Longest error message: a fixed text plus at most two names, each cut at

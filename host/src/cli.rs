@@ -186,6 +186,27 @@ pub enum ClientRequest {
         /// 16-byte key name in hex (32 hex digits); omit for the current key.
         name_hex: Option<String>,
     },
+    /// Find a session and remove it in the same step (tlskeeper's own
+    /// request: a single-use session is handed out once).
+    Take {
+        /// Cache name.
+        cache: String,
+        /// Cache id.
+        id: String,
+    },
+    /// Seal a ticket plaintext under the current ticket key, which stays in
+    /// the daemon (tlskeeper's own request); prints the ticket in hex.
+    Seal {
+        /// The plaintext in hex (at most 16 KiB).
+        plaintext_hex: String,
+    },
+    /// Open a ticket that `seal` made (tlskeeper's own request): OK with the
+    /// plaintext, or ERR for a ticket that does not open, whatever the
+    /// reason.
+    Open {
+        /// The ticket in hex.
+        ticket_hex: String,
+    },
 }
 
 /// Run the parsed command line.
@@ -351,6 +372,13 @@ fn client(args: ClientArgs) -> Result<(), Failure> {
             session: hex::decode(&session_hex).map_err(|e| fail(64, format!("session_hex: {e}")))?.into(),
         },
         ClientRequest::Delete { cache, id } => Request::Delete { cache_type: cache, cache_id: id },
+        ClientRequest::Take { cache, id } => Request::Take { cache_type: cache, cache_id: id },
+        ClientRequest::Seal { plaintext_hex } => Request::Seal {
+            plaintext: hex::decode(&plaintext_hex).map_err(|e| fail(64, format!("plaintext_hex: {e}")))?.into(),
+        },
+        ClientRequest::Open { ticket_hex } => {
+            Request::Open { ticket: hex::decode(&ticket_hex).map_err(|e| fail(64, format!("ticket_hex: {e}")))? }
+        }
         ClientRequest::Tktkey { name_hex } => Request::TicketKey {
             key_name: match name_hex {
                 Some(h) => hex::decode(&h).map_err(|e| fail(64, format!("name_hex: {e}")))?,
@@ -376,7 +404,14 @@ fn describe(reply: &Reply, show_secrets: bool) -> String {
         Reply::Policy { status, cachable, timeout } => {
             format!("status={status} cachable={} timeout={timeout}", u8::from(*cachable))
         }
-        Reply::Lookup { status, session } => format!("status={status} session={}", secret(session)),
+        Reply::Lookup { status, session } | Reply::Take { status, session } => {
+            format!("status={status} session={}", secret(session))
+        }
+        // A ticket is no secret: it crosses the network in clear.
+        Reply::Seal { status, ticket, lifetime } => {
+            format!("status={status} ticket={} lifetime={lifetime}", hex::encode(ticket))
+        }
+        Reply::Open { status, plaintext } => format!("status={status} plaintext={}", secret(plaintext)),
         Reply::Update { status } | Reply::Delete { status } | Reply::Bare { status } => format!("status={status}"),
         Reply::TicketKey { status, keybuf } => match keybuf::decode(keybuf) {
             Ok(key) => format!(

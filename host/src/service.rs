@@ -127,6 +127,45 @@ impl Service {
                 Reply::Delete { status }
             }
             Request::TicketKey { key_name } => self.ticket_key(key_name),
+            Request::Take { cache_type, cache_id } => {
+                if self.logs(&cache_type) {
+                    tracing::info!("take {cache_type} session id={cache_id}");
+                }
+                match self.core.call(move |core| core.take(&cache_type, &cache_id)) {
+                    Ok(Ok(Some(session))) => Reply::Take { status: Status::Ok, session: session.into() },
+                    Ok(Ok(None)) => Reply::Take { status: Status::Err, session: Vec::new().into() },
+                    outcome => {
+                        warn_refusal(RequestKind::Take, outcome);
+                        Reply::failure(RequestKind::Take)
+                    }
+                }
+            }
+            Request::Seal { plaintext } => match self.core.call(move |core| core.seal_ticket(&plaintext)) {
+                Ok(Ok(sealed)) => {
+                    Reply::Seal { status: Status::Ok, ticket: sealed.ticket, lifetime: sealed.lifetime_secs }
+                }
+                // Understood but not done (tickets off, plaintext too
+                // large): the server issues no ticket, and says so with ERR.
+                Ok(Err(CallError::Refused(CoreError::TicketsDisabled | CoreError::TicketTooLarge(_)))) => {
+                    Reply::Seal { status: Status::Err, ticket: Vec::new(), lifetime: 0 }
+                }
+                outcome => {
+                    warn_refusal(RequestKind::Seal, outcome);
+                    Reply::failure(RequestKind::Seal)
+                }
+            },
+            // Every ticket that does not open gets the same ERR: which check
+            // failed is not the client's to know.
+            Request::Open { ticket } => match self.core.call(move |core| core.open_ticket(&ticket)) {
+                Ok(Ok(Some(plaintext))) => Reply::Open { status: Status::Ok, plaintext: plaintext.into() },
+                Ok(Ok(None)) | Ok(Err(CallError::Refused(CoreError::TicketsDisabled))) => {
+                    Reply::Open { status: Status::Err, plaintext: Vec::new().into() }
+                }
+                outcome => {
+                    warn_refusal(RequestKind::Open, outcome);
+                    Reply::failure(RequestKind::Open)
+                }
+            },
         }
     }
 

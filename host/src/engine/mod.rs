@@ -65,7 +65,7 @@ pub const ENGINE_SETTINGS: &str =
     "cranelift; nan-canonicalization; relaxed-simd-deterministic; fuel; no epochs; stack 512 KiB; no threads";
 
 pub use artifact::Origin;
-pub use bindings::manager::{CachePolicy, Config as CoreConfig, Error as CoreError, ManagerStats};
+pub use bindings::manager::{CachePolicy, Config as CoreConfig, Error as CoreError, ManagerStats, SealedTicket};
 
 /// The core component, built from `guest/` by `build.rs`.
 pub static COMPONENT: &[u8] = include_bytes!(env!("TLSKEEPER_COMPONENT_PATH"));
@@ -459,6 +459,38 @@ impl Core {
             |m, s| m.call_delete_session(s, cache, id),
             Outcome::Delete,
         )
+    }
+
+    /// The session under `id`, removed in the same call (handed out once).
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`].
+    pub fn take(&mut self, cache: &str, id: &str) -> Result<Option<Vec<u8>>, CallError> {
+        self.call(
+            || Call::Take { cache: cache.to_owned(), id: id.to_owned() },
+            |m, s| m.call_take_session(s, cache, id),
+            Outcome::Take,
+        )
+    }
+
+    /// `plaintext` sealed into a ticket under the current encryption key,
+    /// which stays in the core.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`].
+    pub fn seal_ticket(&mut self, plaintext: &[u8]) -> Result<SealedTicket, CallError> {
+        self.call(|| Call::SealTicket(plaintext.to_vec()), |m, s| m.call_seal_ticket(s, plaintext), Outcome::SealTicket)
+    }
+
+    /// The plaintext of a ticket the core sealed, if it still opens.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`].
+    pub fn open_ticket(&mut self, ticket: &[u8]) -> Result<Option<Vec<u8>>, CallError> {
+        self.call(|| Call::OpenTicket(ticket.to_vec()), |m, s| m.call_open_ticket(s, ticket), Outcome::OpenTicket)
     }
 
     /// The encryption key (no name) or the named decryption key.

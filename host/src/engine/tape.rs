@@ -277,6 +277,9 @@ fn describe_call(call: &Call) -> String {
         Call::Housekeeping => "housekeeping()".to_owned(),
         Call::Stats => "stats()".to_owned(),
         Call::Checkpoint => "checkpoint()".to_owned(),
+        Call::Take { cache, id } => format!("take-session({cache:?}, {id:?})"),
+        Call::SealTicket(plain) => format!("seal-ticket({})", bytes(plain)),
+        Call::OpenTicket(ticket) => format!("open-ticket({})", bytes(ticket)),
     }
 }
 
@@ -291,7 +294,10 @@ fn describe_outcome(outcome: &Outcome) -> String {
         Outcome::Configure(x) | Outcome::Update(x) | Outcome::Checkpoint(x) => r(x, |()| String::new()),
         Outcome::Seed(x) => r(x, |v| bytes(v)),
         Outcome::Policy(x) => r(x, |p| format!("cachable {}, timeout {}", p.cachable, p.timeout_secs)),
-        Outcome::Lookup(x) => r(x, |v| v.as_deref().map_or("none".to_owned(), bytes)),
+        Outcome::Lookup(x) | Outcome::Take(x) | Outcome::OpenTicket(x) => {
+            r(x, |v| v.as_deref().map_or("none".to_owned(), bytes))
+        }
+        Outcome::SealTicket(x) => r(x, |t| format!("ticket {}, lifetime {}", bytes(&t.ticket), t.lifetime_secs)),
         Outcome::Delete(x) => r(x, |b| b.to_string()),
         Outcome::TicketKey(x) => {
             r(x, |k| k.as_ref().map_or("none".to_owned(), |k| format!("key {} expires {}", bytes(&k.name), k.expires)))

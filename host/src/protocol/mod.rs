@@ -9,7 +9,7 @@
 //!   attribute lists and back. It knows nothing about tlsmgr: values stay raw
 //!   bytes (base64 text is not decoded there, because the list format carries
 //!   no type information).
-//! - [`tlsmgr`] maps frames to the six typed tlsmgr requests and their replies,
+//! - [`tlsmgr`] maps frames to the six typed tlsmgr requests (and tlskeeper's own beside them) and their replies,
 //!   in the exact attribute order of Postfix 3.7, and decides what a malformed
 //!   request must be answered with. It knows nothing about sockets, the core
 //!   or cache policy.

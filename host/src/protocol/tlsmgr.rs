@@ -95,6 +95,15 @@ pub const ATTR_KEYNAME: &str = "keyname";
 /// (`TLS_MGR_ATTR_KEYBUF`; see `super::keybuf`).
 pub const ATTR_KEYBUF: &str = "keybuf";
 
+/// `tktseal` request: the ticket plaintext to seal, DATA (tlskeeper's own).
+pub const ATTR_PLAINTEXT: &str = "plaintext";
+/// `tktseal` reply and `tktopen` request: a sealed ticket, DATA
+/// (tlskeeper's own).
+pub const ATTR_TICKET: &str = "ticket";
+/// `tktseal` reply: seconds every ticket sealed now is sure to open for,
+/// INT (tlskeeper's own).
+pub const ATTR_LIFETIME: &str = "lifetime";
+
 /// Largest `seed` size tlsmgr 3.7 grants; it answers `FAIL` with an empty
 /// seed for a size of 0 or above this. Not enforced by this codec: the
 /// service decides.
@@ -185,7 +194,9 @@ impl fmt::Display for Status {
     }
 }
 
-/// The six request types of tlsmgr 3.7 (`TLS_MGR_REQ_*`).
+/// The six request types of tlsmgr 3.7 (`TLS_MGR_REQ_*`), and tlskeeper's
+/// own beside them. Postfix never sends the latter, and their names are
+/// ones tlsmgr 3.7 does not know, so Postfix's requests are untouched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RequestKind {
     /// `seed`: random bytes for the client's PRNG.
@@ -200,17 +211,28 @@ pub enum RequestKind {
     Delete,
     /// `tktkey`: fetch or create a session-ticket key.
     TicketKey,
+    /// `take` (tlskeeper): a lookup that also deletes, so that a
+    /// single-use session is handed out at most once.
+    Take,
+    /// `tktseal` (tlskeeper): seal a ticket plaintext under the current
+    /// key, which never leaves the server.
+    Seal,
+    /// `tktopen` (tlskeeper): open a ticket `tktseal` made.
+    Open,
 }
 
 impl RequestKind {
     /// Every kind, for iteration in tools and tests.
-    pub const ALL: [RequestKind; 6] = [
+    pub const ALL: [RequestKind; 9] = [
         RequestKind::Seed,
         RequestKind::Policy,
         RequestKind::Lookup,
         RequestKind::Update,
         RequestKind::Delete,
         RequestKind::TicketKey,
+        RequestKind::Take,
+        RequestKind::Seal,
+        RequestKind::Open,
     ];
 
     /// The value of the `request` attribute.
@@ -222,6 +244,9 @@ impl RequestKind {
             RequestKind::Update => "update",
             RequestKind::Delete => "delete",
             RequestKind::TicketKey => "tktkey",
+            RequestKind::Take => "take",
+            RequestKind::Seal => "tktseal",
+            RequestKind::Open => "tktopen",
         }
     }
 
@@ -285,6 +310,23 @@ pub enum Request {
         /// service to reject (tlsmgr answers `FAIL`).
         key_name: Vec<u8>,
     },
+    /// `request=take cache_type=STR cache_id=STR`.
+    Take {
+        /// The cache to take from.
+        cache_type: String,
+        /// The session's key.
+        cache_id: String,
+    },
+    /// `request=tktseal plaintext=DATA`.
+    Seal {
+        /// The ticket's plaintext (a TLS server's resumption state); secret.
+        plaintext: Zeroizing<Vec<u8>>,
+    },
+    /// `request=tktopen ticket=DATA`.
+    Open {
+        /// The ticket a client presented: attacker-controlled.
+        ticket: Vec<u8>,
+    },
 }
 
 impl Request {
@@ -297,6 +339,9 @@ impl Request {
             Request::Update { .. } => RequestKind::Update,
             Request::Delete { .. } => RequestKind::Delete,
             Request::TicketKey { .. } => RequestKind::TicketKey,
+            Request::Take { .. } => RequestKind::Take,
+            Request::Seal { .. } => RequestKind::Seal,
+            Request::Open { .. } => RequestKind::Open,
         }
     }
 
@@ -342,6 +387,12 @@ impl Request {
                 // Not secret: the name travels in clear inside every ticket.
                 key_name: c.take_data(ATTR_KEYNAME)?.to_vec(),
             },
+            RequestKind::Take => {
+                Request::Take { cache_type: c.take_str(ATTR_CACHE_TYPE)?, cache_id: c.take_str(ATTR_CACHE_ID)? }
+            }
+            RequestKind::Seal => Request::Seal { plaintext: c.take_data(ATTR_PLAINTEXT)? },
+            // Not secret: a ticket is what travels in clear on the network.
+            RequestKind::Open => Request::Open { ticket: c.take_data(ATTR_TICKET)?.to_vec() },
         };
         c.finish()?;
         Ok(request)
@@ -361,7 +412,9 @@ impl Request {
             Request::Policy { cache_type } => {
                 f.push_str(ATTR_CACHE_TYPE, cache_type);
             }
-            Request::Lookup { cache_type, cache_id } | Request::Delete { cache_type, cache_id } => {
+            Request::Lookup { cache_type, cache_id }
+            | Request::Delete { cache_type, cache_id }
+            | Request::Take { cache_type, cache_id } => {
                 f.push_str(ATTR_CACHE_TYPE, cache_type).push_str(ATTR_CACHE_ID, cache_id);
             }
             Request::Update { cache_type, cache_id, session } => {
@@ -371,6 +424,12 @@ impl Request {
             }
             Request::TicketKey { key_name } => {
                 f.push_data(ATTR_KEYNAME, key_name);
+            }
+            Request::Seal { plaintext } => {
+                f.push_data(ATTR_PLAINTEXT, plaintext);
+            }
+            Request::Open { ticket } => {
+                f.push_data(ATTR_TICKET, ticket);
             }
         }
         f
@@ -397,6 +456,13 @@ impl fmt::Debug for Request {
             Request::TicketKey { key_name } => {
                 f.debug_struct("TicketKey").field("key_name", &hex::encode(key_name)).finish()
             }
+            Request::Take { cache_type, cache_id } => {
+                f.debug_struct("Take").field("cache_type", cache_type).field("cache_id", cache_id).finish()
+            }
+            Request::Seal { plaintext } => {
+                f.debug_struct("Seal").field("plaintext", &Redacted(plaintext.len())).finish()
+            }
+            Request::Open { ticket } => f.debug_struct("Open").field("ticket", &Redacted(ticket.len())).finish(),
         }
     }
 }
@@ -550,6 +616,30 @@ pub enum Reply {
         /// empty. Secret when `Ok`.
         keybuf: Zeroizing<Vec<u8>>,
     },
+    /// `status=INT session=DATA`, as for `lookup`.
+    Take {
+        /// Outcome: `Err` for not found.
+        status: Status,
+        /// The session (empty unless `Ok`); secret.
+        session: Zeroizing<Vec<u8>>,
+    },
+    /// `status=INT ticket=DATA lifetime=INT`.
+    Seal {
+        /// Outcome.
+        status: Status,
+        /// The sealed ticket (empty unless `Ok`).
+        ticket: Vec<u8>,
+        /// Seconds the ticket is sure to open for (0 unless `Ok`).
+        lifetime: u32,
+    },
+    /// `status=INT plaintext=DATA`.
+    Open {
+        /// Outcome: `Err` for a ticket that does not open, whatever the
+        /// reason (no oracle).
+        status: Status,
+        /// The ticket's plaintext (empty unless `Ok`); secret.
+        plaintext: Zeroizing<Vec<u8>>,
+    },
     /// `status=INT` alone: the answer to a list that is not a request of a
     /// known type ([`RequestError::NotARequest`],
     /// [`RequestError::UnknownRequest`]).
@@ -588,6 +678,9 @@ impl Reply {
             RequestKind::Update => Reply::Update { status },
             RequestKind::Delete => Reply::Delete { status },
             RequestKind::TicketKey => Reply::TicketKey { status, keybuf: Zeroizing::default() },
+            RequestKind::Take => Reply::Take { status, session: Zeroizing::default() },
+            RequestKind::Seal => Reply::Seal { status, ticket: Vec::new(), lifetime: 0 },
+            RequestKind::Open => Reply::Open { status, plaintext: Zeroizing::default() },
         }
     }
 
@@ -600,6 +693,9 @@ impl Reply {
             | Reply::Update { status }
             | Reply::Delete { status }
             | Reply::TicketKey { status, .. }
+            | Reply::Take { status, .. }
+            | Reply::Seal { status, .. }
+            | Reply::Open { status, .. }
             | Reply::Bare { status } => *status,
         }
     }
@@ -613,6 +709,9 @@ impl Reply {
             Reply::Update { .. } => Some(RequestKind::Update),
             Reply::Delete { .. } => Some(RequestKind::Delete),
             Reply::TicketKey { .. } => Some(RequestKind::TicketKey),
+            Reply::Take { .. } => Some(RequestKind::Take),
+            Reply::Seal { .. } => Some(RequestKind::Seal),
+            Reply::Open { .. } => Some(RequestKind::Open),
             Reply::Bare { .. } => None,
         }
     }
@@ -628,8 +727,14 @@ impl Reply {
             Reply::Policy { cachable, timeout, .. } => {
                 f.push_int(ATTR_CACHABLE, u32::from(*cachable)).push_int(ATTR_TIMEOUT, *timeout);
             }
-            Reply::Lookup { session, .. } => {
+            Reply::Lookup { session, .. } | Reply::Take { session, .. } => {
                 f.push_data(ATTR_SESSION, session);
+            }
+            Reply::Seal { ticket, lifetime, .. } => {
+                f.push_data(ATTR_TICKET, ticket).push_int(ATTR_LIFETIME, *lifetime);
+            }
+            Reply::Open { plaintext, .. } => {
+                f.push_data(ATTR_PLAINTEXT, plaintext);
             }
             Reply::TicketKey { keybuf, .. } => {
                 f.push_data(ATTR_KEYBUF, keybuf);
@@ -661,6 +766,11 @@ impl Reply {
             RequestKind::Update => Reply::Update { status },
             RequestKind::Delete => Reply::Delete { status },
             RequestKind::TicketKey => Reply::TicketKey { status, keybuf: c.take_data(ATTR_KEYBUF)? },
+            RequestKind::Take => Reply::Take { status, session: c.take_data(ATTR_SESSION)? },
+            RequestKind::Seal => {
+                Reply::Seal { status, ticket: c.take_data(ATTR_TICKET)?.to_vec(), lifetime: c.take_u32(ATTR_LIFETIME)? }
+            }
+            RequestKind::Open => Reply::Open { status, plaintext: c.take_data(ATTR_PLAINTEXT)? },
         };
         c.finish()?;
         Ok(reply)
@@ -695,6 +805,18 @@ impl fmt::Debug for Reply {
             Reply::Delete { status } => f.debug_struct("Delete").field("status", status).finish(),
             Reply::TicketKey { status, keybuf } => {
                 f.debug_struct("TicketKey").field("status", status).field("keybuf", &Redacted(keybuf.len())).finish()
+            }
+            Reply::Take { status, session } => {
+                f.debug_struct("Take").field("status", status).field("session", &Redacted(session.len())).finish()
+            }
+            Reply::Seal { status, ticket, lifetime } => f
+                .debug_struct("Seal")
+                .field("status", status)
+                .field("ticket", &Redacted(ticket.len()))
+                .field("lifetime", lifetime)
+                .finish(),
+            Reply::Open { status, plaintext } => {
+                f.debug_struct("Open").field("status", status).field("plaintext", &Redacted(plaintext.len())).finish()
             }
             Reply::Bare { status } => f.debug_struct("Bare").field("status", status).finish(),
         }

@@ -115,6 +115,19 @@ pub enum Call {
     Stats,
     /// `checkpoint`.
     Checkpoint,
+    // New exports are appended, so that recorded traces keep their variant
+    // numbers.
+    /// `take-session`.
+    Take {
+        /// Cache name.
+        cache: String,
+        /// Session id.
+        id: String,
+    },
+    /// `seal-ticket`, with the plaintext.
+    SealTicket(Vec<u8>),
+    /// `open-ticket`, with the ticket.
+    OpenTicket(Vec<u8>),
 }
 
 impl Call {
@@ -131,6 +144,9 @@ impl Call {
             Call::Housekeeping => "housekeeping",
             Call::Stats => "stats",
             Call::Checkpoint => "checkpoint",
+            Call::Take { .. } => "take-session",
+            Call::SealTicket(_) => "seal-ticket",
+            Call::OpenTicket(_) => "open-ticket",
         }
     }
 }
@@ -160,6 +176,13 @@ pub enum Outcome {
     Checkpoint(Result<(), manager::Error>),
     /// The call trapped; the message is wasmtime's.
     Trap(String),
+    // Appended, as in `Call`.
+    /// `take-session`.
+    Take(Result<Option<Vec<u8>>, manager::Error>),
+    /// `seal-ticket`.
+    SealTicket(Result<manager::SealedTicket, manager::Error>),
+    /// `open-ticket`.
+    OpenTicket(Result<Option<Vec<u8>>, manager::Error>),
 }
 
 /// A call's end.

@@ -172,6 +172,9 @@ pub fn replay(trace: Trace, runtime: &Runtime, mut progress: impl FnMut(u64, u64
             Call::Housekeeping => core.housekeeping().map(drop),
             Call::Stats => core.stats().map(drop),
             Call::Checkpoint => core.checkpoint(),
+            Call::Take { cache, id } => core.take(&cache, &id).map(drop),
+            Call::SealTicket(plain) => core.seal_ticket(&plain).map(drop),
+            Call::OpenTicket(ticket) => core.open_ticket(&ticket).map(drop),
         };
     }
     // The engine keeps a replay's tape for its whole life (a diverged replay
