@@ -1,4 +1,4 @@
-//! Fuzzes the attr0 frame decoder (`tlskeeper::protocol::attr0`): the first
+//! Fuzzes the attr0 frame decoder (`tlskeeper_protocol::attr0`): the first
 //! layer every byte a client sends to the tlsmgr socket goes through.
 //!
 //! **Input.** A five-byte header, then the bytes a client would send:
@@ -41,7 +41,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tlskeeper::protocol::attr0::{self, Decoder, Frame, FrameError, Limits};
+use tlskeeper_protocol::attr0::{self, Decoder, Frame, FrameError, Limits};
 
 fuzz_target!(|data: &[u8]| {
     let Some((header, wire)) = data.split_first_chunk::<5>() else {

@@ -1,4 +1,4 @@
-//! Fuzzes the tlsmgr request parser (`tlskeeper::protocol::tlsmgr`) the way
+//! Fuzzes the tlsmgr request parser (`tlskeeper_protocol::tlsmgr`) the way
 //! the server reaches it: bytes -> attr0 frames -> typed `Request`, or a
 //! `RequestError` and the failure reply it maps to.
 //!
@@ -32,8 +32,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tlskeeper::protocol::attr0::{self, Decoder, Limits};
-use tlskeeper::protocol::tlsmgr::{self, Prefix, Reply, Request, RequestError, RequestKind};
+use tlskeeper_protocol::attr0::{self, Decoder, Limits};
+use tlskeeper_protocol::tlsmgr::{self, Prefix, Reply, Request, RequestError, RequestKind};
 
 /// The only bytes a failure reply may be: `status=FAIL` (4294967294) with
 /// the request type's data attributes empty or zero.

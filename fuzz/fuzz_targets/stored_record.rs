@@ -1,5 +1,5 @@
 //! Fuzzes every decoder of bytes read back from storage: the host's sealing
-//! layer (`tlskeeper::storage::sealed`) and the core's own stored formats
+//! layer (`tlskeeper_engine::storage::sealed`) and the core's own stored formats
 //! (session entries and age-index keys in `guest/src/scache.rs`, ticket-key
 //! records in `guest/src/tickets.rs`, and the seed file the PRNG takes in
 //! `guest/src/prng.rs`).
@@ -52,8 +52,8 @@ use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest, Sha256};
-use tlskeeper::storage::sealed::{CHECK_TABLE, OVERHEAD};
-use tlskeeper::storage::{Kek, MemoryStorage, SealError, Sealed, Storage};
+use tlskeeper_engine::storage::sealed::{CHECK_TABLE, OVERHEAD};
+use tlskeeper_engine::storage::{Kek, MemoryStorage, SealError, Sealed, Storage};
 use tlskeeper_guest::config::{CacheConfig, Config};
 use tlskeeper_guest::error::Error;
 use tlskeeper_guest::manager::Manager;

@@ -1,4 +1,4 @@
-//! Fuzzes the trace reader (`tlskeeper::trace::file::read`), which
+//! Fuzzes the trace reader (`tlskeeper_engine::trace::file::read`), which
 //! `tlskeeper replay` runs on files that may be damaged, cut off or not
 //! traces at all.
 //!
@@ -41,8 +41,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use tlskeeper::trace::Event;
-use tlskeeper::trace::file::{self, MAGIC, TraceError, TraceWriter};
+use tlskeeper_engine::trace::Event;
+use tlskeeper_engine::trace::file::{self, MAGIC, TraceError, TraceWriter};
 
 /// A private temporary directory for the input and the rewritten trace.
 static DIR: OnceLock<PathBuf> = OnceLock::new();

@@ -17,10 +17,10 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use sha2::{Digest, Sha256};
-use tlskeeper::caps::{Clock, Entropy, EntropyError, NoSeedFile};
 use tlskeeper::config::{CacheSettings, Settings};
-use tlskeeper::engine::{Capabilities, Core, Runtime};
-use tlskeeper::storage::MemoryStorage;
+use tlskeeper_engine::caps::{Clock, Entropy, EntropyError, NoSeedFile};
+use tlskeeper_engine::storage::MemoryStorage;
+use tlskeeper_engine::{Capabilities, Core, Runtime};
 use tlskeeper_guest::config::{CacheConfig, Config};
 use tlskeeper_guest::manager::Manager;
 use tlskeeper_guest::testing::FakeCaps;

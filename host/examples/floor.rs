@@ -29,10 +29,10 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 
-use tlskeeper::keys::TicketKey;
-use tlskeeper::protocol::attr0::{self, Decoder, Limits};
-use tlskeeper::protocol::keybuf;
-use tlskeeper::protocol::tlsmgr::{self, Reply, Request, RequestKind, Status};
+use tlskeeper::keybuf;
+use tlskeeper_engine::keys::TicketKey;
+use tlskeeper_protocol::attr0::{self, Decoder, Limits};
+use tlskeeper_protocol::tlsmgr::{self, Reply, Request, RequestKind, Status};
 
 fn main() {
     let Some(path) = std::env::args_os().nth(1).map(PathBuf::from) else {

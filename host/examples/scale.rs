@@ -32,12 +32,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tlskeeper::bench::{self, Mix, Options, Report};
-use tlskeeper::caps::{Clock, OsEntropy};
 use tlskeeper::config::{CacheSettings, Settings};
-use tlskeeper::engine::{Capabilities, Core, Runtime};
 use tlskeeper::service::Service;
-use tlskeeper::shared_core::SharedCore;
 use tlskeeper::shutdown::Shutdown;
+use tlskeeper_engine::caps::{Clock, OsEntropy};
+use tlskeeper_engine::shared_core::SharedCore;
+use tlskeeper_engine::{Capabilities, Core, Runtime};
 
 /// A realistic start time, in nanoseconds since the epoch.
 const START_NANOS: u64 = 1_795_000_000 * 1_000_000_000;
@@ -162,7 +162,7 @@ fn measure(runtime: &Runtime, work: &Path, persistent: bool, sessions: u64, seco
     let clock = HandClock(Arc::new(AtomicU64::new(START_NANOS)));
 
     let rss_before = rss_bytes();
-    let state = tlskeeper::state::open(&settings).unwrap_or_else(|e| panic!("{e}"));
+    let state = tlskeeper_engine::state::open(&settings.state_options()).unwrap_or_else(|e| panic!("{e}"));
     let caps = Capabilities {
         clock: Box::new(clock.clone()),
         entropy: Box::new(OsEntropy),
@@ -179,7 +179,7 @@ fn measure(runtime: &Runtime, work: &Path, persistent: bool, sessions: u64, seco
     let rss_after = rss_bytes();
 
     // Serve it, with the caretaker running as in the daemon.
-    let (shared, caretaker) = tlskeeper::shared_core::spawn(core).unwrap();
+    let (shared, caretaker) = tlskeeper_engine::shared_core::spawn(core).unwrap();
     let socket = work.join("tlsmgr.sock");
     let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     let shutdown = Arc::new(Shutdown::new().unwrap());

@@ -37,8 +37,8 @@ use std::time::{Duration, Instant};
 mod daemon;
 use daemon::{Daemon, default_binary};
 use tlskeeper::bench::{self, Mix};
-use tlskeeper::client::Client;
-use tlskeeper::protocol::tlsmgr::{Reply, Request};
+use tlskeeper_protocol::client::Client;
+use tlskeeper_protocol::tlsmgr::{Reply, Request};
 
 struct Args {
     minutes: f64,

@@ -29,8 +29,8 @@ use serde::Serialize;
 #[path = "support/daemon.rs"]
 mod daemon;
 use daemon::{Daemon, default_binary};
-use tlskeeper::client::Client;
-use tlskeeper::protocol::tlsmgr::{Reply, Request, Status};
+use tlskeeper_protocol::client::Client;
+use tlskeeper_protocol::tlsmgr::{Reply, Request, Status};
 
 /// How long one start may take before the run is abandoned.
 const START_LIMIT: Duration = Duration::from_secs(60);

@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::client::{Client, ClientError};
-use crate::protocol::tlsmgr::{Reply, Request, Status};
+use tlskeeper_protocol::client::{Client, ClientError};
+use tlskeeper_protocol::tlsmgr::{Reply, Request, Status};
 
 /// What each connection sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -163,7 +163,7 @@ pub fn run(options: &Options, progress: &(dyn Fn(u64) + Sync)) -> Result<Report,
     let mut client = Client::connect(&options.socket).map_err(|e| setup(e.to_string()))?;
     let key_name = match client.request(&Request::TicketKey { key_name: Vec::new() }) {
         Ok(Reply::TicketKey { status: Status::Ok, keybuf }) => {
-            crate::protocol::keybuf::decode(&keybuf).map(|k| k.name.to_vec()).map_err(|e| setup(e.to_string()))?
+            crate::keybuf::decode(&keybuf).map(|k| k.name.to_vec()).map_err(|e| setup(e.to_string()))?
         }
         Ok(other) if needs_key(options.mix) => return Err(setup(format!("tktkey answered {:?}", other.status()))),
         Ok(_) => vec![0; 16],

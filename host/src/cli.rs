@@ -21,14 +21,14 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use crate::client::Client;
 use crate::config::Settings;
 pub use crate::daemon::Failure;
 use crate::daemon::{Daemon, fail};
-use crate::engine::{Capabilities, Runtime, Tape};
-use crate::protocol::keybuf;
-use crate::protocol::tlsmgr::{Reply, Request};
+use crate::keybuf;
 use crate::shutdown::Shutdown;
+use tlskeeper_engine::{Capabilities, Runtime, Tape};
+use tlskeeper_protocol::client::Client;
+use tlskeeper_protocol::tlsmgr::{Reply, Request};
 
 /// A TLS session-state manager: shared session caches, RFC 5077 ticket keys
 /// and a seeded DRBG, wire-compatible with Postfix's tlsmgr(8).
@@ -308,16 +308,18 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
     let tape = match &args.record {
         Some(path) => {
             let header = runtime.trace_header(settings.limits());
-            let writer = crate::trace::file::TraceWriter::create(path, &header).map_err(|e| fail(73, e.to_string()))?;
+            let writer = tlskeeper_engine::trace::file::TraceWriter::create(path, &header)
+                .map_err(|e| fail(73, e.to_string()))?;
             tracing::info!("recording every core call to {} (it holds secrets: keep it private)", path.display());
             Tape::Record(writer)
         }
         None => Tape::Off,
     };
-    let state = crate::state::open(&settings).map_err(|e| fail(e.status(), e.to_string()))?;
+    let state =
+        tlskeeper_engine::state::open(&settings.state_options()).map_err(|e| fail(e.status(), e.to_string()))?;
     let caps = Capabilities {
-        clock: Box::new(crate::caps::SystemClock),
-        entropy: Box::new(crate::caps::OsEntropy),
+        clock: Box::new(tlskeeper_engine::caps::SystemClock),
+        entropy: Box::new(tlskeeper_engine::caps::OsEntropy),
         storage: state.storage,
         seed_file: state.seed_file,
     };
@@ -327,7 +329,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
 
 fn replay(args: ReplayArgs) -> Result<(), Failure> {
     crate::logging::install_stderr("warn");
-    let trace = crate::trace::file::read(&args.trace).map_err(|e| fail(65, e.to_string()))?;
+    let trace = tlskeeper_engine::trace::file::read(&args.trace).map_err(|e| fail(65, e.to_string()))?;
     let runtime = match &args.component {
         Some(path) => {
             let bytes =
@@ -346,7 +348,7 @@ fn replay(args: ReplayArgs) -> Result<(), Failure> {
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         )
     };
-    let report = crate::trace::replay::replay(trace, &runtime, |done, total| {
+    let report = tlskeeper_engine::replay::replay(trace, &runtime, |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     })
@@ -391,7 +393,7 @@ fn client(args: ClientArgs) -> Result<(), Failure> {
     let reply = conn.request(&request).map_err(|e| fail(76, e.to_string()))?;
     println!("{}", describe(&reply, args.show_secrets));
     match reply.status() {
-        crate::protocol::tlsmgr::Status::Ok => Ok(()),
+        tlskeeper_protocol::tlsmgr::Status::Ok => Ok(()),
         _ => Err(fail(1, format!("request answered with status {}", reply.status()))),
     }
 }

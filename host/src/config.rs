@@ -44,9 +44,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::engine::bindings::manager::CacheConfig;
-use crate::engine::{CoreConfig, Limits};
 use crate::server::ServerSettings;
+use tlskeeper_engine::bindings::manager::CacheConfig;
+use tlskeeper_engine::state::StateOptions;
+use tlskeeper_engine::{CoreConfig, Limits};
 
 /// The default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/tlskeeper/tlsmgr";
@@ -242,8 +243,7 @@ impl Settings {
 
     /// The key-encryption key file, when there is a state directory.
     pub fn kek_path(&self) -> Option<PathBuf> {
-        let dir = self.state_dir.as_ref()?;
-        Some(self.kek_file.clone().unwrap_or_else(|| dir.join("kek")))
+        self.state_options().kek_path()
     }
 
     /// The seed file, if any.
@@ -261,6 +261,16 @@ impl Settings {
     /// Caches kept in memory even when there is a state directory.
     pub fn volatile_caches(&self) -> Vec<String> {
         self.caches.iter().filter(|(_, c)| !c.persistent).map(|(name, _)| name.clone()).collect()
+    }
+
+    /// Where the durable state lives, for [`tlskeeper_engine::state::open`].
+    pub fn state_options(&self) -> StateOptions {
+        StateOptions {
+            state_dir: self.state_dir.clone(),
+            kek_file: self.kek_file.clone(),
+            seed_file: self.seed_file_path(),
+            volatile_caches: self.volatile_caches(),
+        }
     }
 
     /// What the core is configured with.

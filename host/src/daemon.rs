@@ -23,9 +23,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::Settings;
-use crate::engine::{Capabilities, Core, Runtime, Tape};
 use crate::service::Service;
 use crate::shutdown::Shutdown;
+use tlskeeper_engine::{Capabilities, Core, Runtime, Tape};
 
 /// Everything a daemon needs, already opened.
 pub struct Daemon {
@@ -146,14 +146,14 @@ pub fn run(daemon: Daemon) -> Result<(), RunError> {
     } = daemon;
     let core = Core::start_with_tape(&runtime, caps, settings.core_config(), settings.limits(), tape)
         .map_err(|e| RunError::Core(e.to_string()))?;
-    let (core, caretaker) = crate::shared_core::spawn(core).map_err(RunError::Thread)?;
+    let (core, caretaker) = tlskeeper_engine::shared_core::spawn(core).map_err(RunError::Thread)?;
     tracing::info!(
         "tlskeeper {} serving {} (core {}, ready in {} ms)",
         env!("CARGO_PKG_VERSION"),
         socket_label,
         match runtime.origin() {
-            crate::engine::Origin::Cached => "precompiled",
-            crate::engine::Origin::Compiled => "compiled now",
+            tlskeeper_engine::Origin::Cached => "precompiled",
+            tlskeeper_engine::Origin::Compiled => "compiled now",
         },
         started.elapsed().as_millis()
     );

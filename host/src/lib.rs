@@ -6,24 +6,18 @@
 //!
 //! # Layout
 //!
-//! Requests flow bytes -> frame -> typed request -> one core call -> typed
-//! reply, each step in its own module:
+//! The engine (`tlskeeper-engine`: the component, capabilities, storage,
+//! the shared core, traces) and the wire protocol (`tlskeeper-protocol`:
+//! codecs and a client) are libraries of their own; this crate is the
+//! daemon around them. Requests flow bytes -> frame -> typed request -> one
+//! core call -> typed reply:
 //!
-//! - [`protocol`]: codecs. `attr0` (bytes <-> frames), `tlsmgr` (frames <->
-//!   typed requests and replies), `keybuf` (the 88-byte ticket-key struct).
-//!   Know nothing of the core or of sockets.
-//! - [`engine`]: the wasmtime embedding and [`engine::Core`], the handle for
-//!   export calls. Knows nothing of protocols.
-//! - [`caps`] and [`storage`]: the capabilities the core runs on;
-//!   [`state`] opens the durable ones (the sealed store, the seed file).
-//! - [`shared_core`]: the core behind one lock, called by the connection
-//!   threads in turn, and the caretaker thread for its periodic work.
 //! - [`service`]: the only module that sees both a protocol request and the
-//!   core: it turns one into a call on the other and back.
+//!   core: it turns one into a call on the other and back; [`keybuf`]
+//!   encodes the ticket-key struct Postfix's `tktkey` reply carries.
 //! - [`server`]: the UNIX-socket listener and per-connection loops;
 //!   [`shutdown`] wakes it when the daemon must stop.
-//! - [`client`]: a blocking attr0 client (CLI, tests, load generator);
-//!   [`bench`]: the load generator.
+//! - [`bench`]: the load generator.
 //! - [`config`]: settings from defaults, a TOML file and flags.
 //! - [`daemon`]: a started core behind the server, until shutdown.
 //! - [`postfix`]: running as Postfix's tlsmgr: master(8)'s arguments and
@@ -43,21 +37,12 @@
 //! Postfix's attr0 protocol over UNIX sockets is the only protocol so far.
 
 pub mod bench;
-pub mod caps;
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod daemon;
-pub mod engine;
-pub mod keys;
+pub mod keybuf;
 pub mod logging;
 pub mod postfix;
-pub mod protocol;
-pub mod read;
 pub mod server;
 pub mod service;
-pub mod shared_core;
 pub mod shutdown;
-pub mod state;
-pub mod storage;
-pub mod trace;

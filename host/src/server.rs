@@ -52,10 +52,10 @@ use mio::net::{UnixListener as MioListener, UnixStream as MioStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::protocol::attr0::{self, Decoder};
-use crate::protocol::tlsmgr::{self, Prefix, Request};
 use crate::service::Service;
 use crate::shutdown::Shutdown;
+use tlskeeper_protocol::attr0::{self, Decoder};
+use tlskeeper_protocol::tlsmgr::{self, Prefix, Request};
 
 /// Connection handling settings.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@
 //! failures. Two tlsmgr bugs are not copied: error replies never carry stale
 //! data (the data attribute is empty, or the echoed key name), and unknown
 //! requests get a FAIL reply instead of silence (see
-//! [`crate::protocol::tlsmgr::RequestError::reply`]).
+//! [`tlskeeper_protocol::tlsmgr::RequestError::reply`]).
 //!
 //! Log lines follow tlsmgr's wording, so that what Postfix administrators
 //! grep for still matches: `bogus cache type "x" in "lookup" request`,
@@ -16,7 +16,7 @@
 //! name length: 3`, and, for caches whose `*_tls_loglevel` asks for it,
 //! tls_scache's `lookup smtpd session id=...`, `put ...`, `delete ...`.
 //! Unlike tlsmgr's, the warnings are limited (see
-//! [`crate::logging::throttle`]): a client sending junk, or a failed disk
+//! [`tlskeeper_engine::throttle`]): a client sending junk, or a failed disk
 //! under load, must not fill the mail log.
 //!
 //! # Security
@@ -34,11 +34,11 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::engine::{CallError, CoreError};
-use crate::logging::throttle::{Throttle, Verdict};
-use crate::protocol::keybuf;
-use crate::protocol::tlsmgr::{Reply, Request, RequestKind, Status};
-use crate::shared_core::{CoreGone, SharedCore};
+use crate::keybuf;
+use tlskeeper_engine::shared_core::{CoreGone, SharedCore};
+use tlskeeper_engine::throttle::{Throttle, Verdict};
+use tlskeeper_engine::{CallError, CoreError};
+use tlskeeper_protocol::tlsmgr::{Reply, Request, RequestKind, Status};
 
 /// Turns requests into core calls.
 #[derive(Clone)]

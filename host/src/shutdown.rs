@@ -24,6 +24,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tlskeeper_engine::poll::poll_readable;
+
 /// The shared stop flag plus a pipe to wake pollers.
 #[derive(Debug)]
 pub struct Shutdown {
@@ -108,30 +110,6 @@ pub fn on_hangup(fd: OwnedFd, shutdown: Arc<Shutdown>, what: &'static str) -> io
         }
     })?;
     Ok(())
-}
-
-/// Wait until one of `fds` is readable (or in error or hung up); returns
-/// the `revents` of each, in order. `timeout` of `None` waits forever.
-///
-/// # Errors
-///
-/// When `poll` itself fails other than by being interrupted.
-pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Option<std::time::Duration>) -> io::Result<Vec<libc::c_short>> {
-    let mut pollfds: Vec<libc::pollfd> =
-        fds.iter().map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
-    let timeout_ms = timeout.map_or(-1, |t| libc::c_int::try_from(t.as_millis()).unwrap_or(libc::c_int::MAX));
-    loop {
-        // SAFETY: `pollfds` is a valid, exclusively borrowed array of
-        // `pollfds.len()` entries.
-        let n = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, timeout_ms) };
-        if n >= 0 {
-            return Ok(pollfds.iter().map(|p| p.revents).collect());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -6,10 +6,10 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use tlskeeper::caps::NoSeedFile;
 use tlskeeper::config::{CacheSettings, Settings};
-use tlskeeper::engine::{CallError, Capabilities, Core, CoreError, EngineError, Limits};
-use tlskeeper::storage::MemoryStorage;
+use tlskeeper_engine::caps::NoSeedFile;
+use tlskeeper_engine::storage::MemoryStorage;
+use tlskeeper_engine::{CallError, Capabilities, Core, CoreError, EngineError, Limits};
 
 use common::{ScriptedClock, SeededEntropy, runtime};
 
@@ -143,7 +143,7 @@ fn housekeeping_sweeps_expired_sessions() {
 /// artifact, the next one loads it.
 #[test]
 fn compiled_core_is_cached_and_reused() {
-    use tlskeeper::engine::{Origin, Runtime};
+    use tlskeeper_engine::{Origin, Runtime};
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     assert_eq!(Runtime::new(Some(&cache)).unwrap().origin(), Origin::Compiled);
@@ -157,11 +157,11 @@ fn compiled_core_is_cached_and_reused() {
 #[test]
 fn unsafe_or_corrupt_artifacts_are_not_loaded() {
     use std::os::unix::fs::PermissionsExt;
-    use tlskeeper::engine::{Origin, Runtime, artifact};
+    use tlskeeper_engine::{Origin, Runtime, artifact};
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let runtime = Runtime::new(Some(&cache)).unwrap();
-    let path = artifact::artifact_path(&cache, runtime.engine(), tlskeeper::engine::COMPONENT);
+    let path = artifact::artifact_path(&cache, runtime.engine(), tlskeeper_engine::COMPONENT);
     assert!(path.is_file());
 
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();

@@ -49,14 +49,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 use common::Daemon;
-use tlskeeper::caps::{Clock, OsEntropy, SeedStore};
-use tlskeeper::client::Client;
 use tlskeeper::config::{CacheSettings, Settings};
-use tlskeeper::engine::{Capabilities, Runtime};
-use tlskeeper::keys::TicketKey;
-use tlskeeper::protocol::keybuf;
-use tlskeeper::protocol::tlsmgr::{Reply, Request, Status};
+use tlskeeper::keybuf;
 use tlskeeper::shutdown::Shutdown;
+use tlskeeper_engine::caps::{Clock, OsEntropy, SeedStore};
+use tlskeeper_engine::keys::TicketKey;
+use tlskeeper_engine::{Capabilities, Runtime};
+use tlskeeper_protocol::client::Client;
+use tlskeeper_protocol::tlsmgr::{Reply, Request, Status};
 
 /// Kills, start-up kills included.
 const KILLS: usize = 60;
@@ -175,7 +175,7 @@ fn crash_daemon() {
     let runtime = Runtime::new(settings.compile_cache_dir.as_deref()).unwrap();
     // An error here is what the parent is looking for: it fails the test
     // with this message and the log.
-    let state = match tlskeeper::state::open(&settings) {
+    let state = match tlskeeper_engine::state::open(&settings.state_options()) {
         Ok(state) => state,
         Err(e) => {
             eprintln!("state did not open: {e}");

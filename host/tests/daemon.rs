@@ -23,7 +23,7 @@ use base64::engine::general_purpose::STANDARD;
 
 use common::{BIN, Daemon, START_SECS, TestServer, cli_client, ok_stdout, stdout};
 use tlskeeper::config::Settings;
-use tlskeeper::protocol::tlsmgr::{Reply, Request, Status};
+use tlskeeper_protocol::tlsmgr::{Reply, Request, Status};
 
 // ---------------------------------------------------------------------------
 // Wire helpers, independent of the crate's codec.
@@ -596,7 +596,7 @@ fn bad_input_table() {
 // 7-9: clients and connections.
 // ---------------------------------------------------------------------------
 
-fn seed_ok(client: &mut tlskeeper::client::Client, size: u32) {
+fn seed_ok(client: &mut tlskeeper_protocol::client::Client, size: u32) {
     match client.request(&Request::Seed { size }).unwrap() {
         Reply::Seed { status: Status::Ok, seed } => assert_eq!(seed.len(), size as usize),
         other => panic!("{other:?}"),

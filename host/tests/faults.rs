@@ -7,7 +7,7 @@
 //!   the trap, reinstantiate the core over the same state and go on
 //!   serving, with nothing stored lost;
 //! - a disk that fails: the store's file sits behind a
-//!   [`FaultyDisk`](tlskeeper::storage::faulty::FaultyDisk) switched to
+//!   [`FaultyDisk`](tlskeeper_engine::storage::faulty::FaultyDisk) switched to
 //!   "full" or "broken" under load; requests must fail cleanly (FAIL, never
 //!   a wrong answer), and once the disk is back every request must succeed
 //!   again, with every update that was answered OK still there.
@@ -25,13 +25,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::{ScriptedClock, SeededEntropy, TestServer, guest_with_feature};
-use tlskeeper::client::Client;
 use tlskeeper::config::Settings;
-use tlskeeper::engine::{Capabilities, Core, Runtime};
-use tlskeeper::protocol::tlsmgr::{Reply, Request, Status};
-use tlskeeper::state::{assemble, store_options};
-use tlskeeper::storage::faulty::{Fault, FaultyDisk};
-use tlskeeper::storage::{FileOptions, FileStorage, OpenError};
+use tlskeeper_engine::state::{assemble, store_options};
+use tlskeeper_engine::storage::faulty::{Fault, FaultyDisk};
+use tlskeeper_engine::storage::{FileOptions, FileStorage, OpenError};
+use tlskeeper_engine::{Capabilities, Core, Runtime};
+use tlskeeper_protocol::client::Client;
+use tlskeeper_protocol::tlsmgr::{Reply, Request, Status};
 
 /// The marker ids of `guest/src/fault.rs`.
 const PANIC: &str = "tlskeeper-test-fault-panic";
@@ -111,7 +111,7 @@ fn server_on_disk(runtime: &Runtime, dir: &Path, disk: &FaultyDisk) -> TestServe
             opened => break opened.unwrap(),
         }
     };
-    let state = assemble(Some(store), &settings).unwrap();
+    let state = assemble(Some(store), &settings.state_options()).unwrap();
     let clock = ScriptedClock::new();
     let caps = Capabilities {
         clock: Box::new(clock.clone()),
@@ -173,7 +173,7 @@ fn a_trapping_core_fails_one_request_and_the_daemon_goes_on() {
         let started = Instant::now();
         assert_eq!(lookup(&mut client, marker), (Status::Fail, Vec::new()), "{marker}");
         let took = started.elapsed();
-        let trapped = logged_since(mark, "ERROR tlskeeper::engine: core trapped");
+        let trapped = logged_since(mark, "ERROR tlskeeper_engine::core: core trapped");
         assert_eq!(trapped.len(), 1, "{marker}: {trapped:?}");
         assert!(trapped[0].contains(reason), "{marker}: the log line does not say why: {trapped:?}");
         assert!(logged_since(mark, "reinstantiat").iter().all(|l| !l.contains("cannot")), "{marker}");

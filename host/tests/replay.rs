@@ -20,12 +20,12 @@ use proptest::prelude::*;
 
 use common::{BIN, Daemon, ScriptedClock, caps, cli_client, guest_with_feature, ok_stdout, recording, runtime};
 use tlskeeper::config::Settings;
-use tlskeeper::engine::Runtime;
-use tlskeeper::trace::file::{TraceWriter, read};
-use tlskeeper::trace::replay::replay;
-use tlskeeper::trace::{Call, Event};
+use tlskeeper_engine::Runtime;
+use tlskeeper_engine::replay::replay;
+use tlskeeper_engine::trace::file::{TraceWriter, read};
+use tlskeeper_engine::trace::{Call, Event};
 
-fn replay_file(path: &Path, runtime: &Runtime) -> tlskeeper::trace::replay::Report {
+fn replay_file(path: &Path, runtime: &Runtime) -> tlskeeper_engine::replay::Report {
     replay(read(path).unwrap(), runtime, |_, _| {}).unwrap()
 }
 
@@ -249,7 +249,7 @@ fn cut_off_and_damaged_traces() {
 }
 
 /// Write `events` as a trace with `header` (for traces edited by a test).
-fn write_trace(path: &Path, header: &tlskeeper::trace::Header, events: &[Event]) {
+fn write_trace(path: &Path, header: &tlskeeper_engine::trace::Header, events: &[Event]) {
     let mut w = TraceWriter::create(path, header).unwrap();
     for e in events {
         w.write(e).unwrap();
@@ -272,7 +272,7 @@ fn an_import_that_differs_is_reported_at_its_call() {
 
     let mut trace = read(&path).unwrap();
     let put = trace.events.iter_mut().find_map(|e| match e {
-        Event::Import(tlskeeper::trace::Import::StoragePut { key, .. }) => Some(key),
+        Event::Import(tlskeeper_engine::trace::Import::StoragePut { key, .. }) => Some(key),
         _ => None,
     });
     put.unwrap()[0] ^= 1;
@@ -323,7 +323,7 @@ fn traps_and_recovery_replay_identically() {
     let path = dir.path().join("trap.trace");
     let (before, heavy, after) = run(&path, &settings);
     assert!(before.is_ok() && after.is_ok(), "{before:?} {after:?}");
-    assert!(matches!(heavy, Err(tlskeeper::engine::CallError::Trapped(_))), "{heavy:?}");
+    assert!(matches!(heavy, Err(tlskeeper_engine::CallError::Trapped(_))), "{heavy:?}");
     let events = read(&path).unwrap().events;
     assert_eq!(events.iter().filter(|e| matches!(e, Event::Instantiate)).count(), 2, "start and recovery");
 

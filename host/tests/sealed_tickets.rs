@@ -10,11 +10,11 @@
 mod common;
 
 use common::TestServer;
-use tlskeeper::client::Client;
-use tlskeeper::keys::TicketKey;
-use tlskeeper::protocol::attr0;
-use tlskeeper::protocol::keybuf;
-use tlskeeper::protocol::tlsmgr::{Reply, Request, Status};
+use tlskeeper::keybuf;
+use tlskeeper_engine::keys::TicketKey;
+use tlskeeper_protocol::attr0;
+use tlskeeper_protocol::client::Client;
+use tlskeeper_protocol::tlsmgr::{Reply, Request, Status};
 
 /// What `tktseal` gave: the ticket and its announced lifetime.
 fn seal(c: &mut Client, plaintext: &[u8]) -> (Vec<u8>, u32) {
@@ -177,5 +177,5 @@ fn take_hands_a_session_out_once() {
     let lookup = Request::Lookup { cache_type: "smtpd".into(), cache_id: "id-1".into() };
     assert_eq!(a.request(&lookup).unwrap(), Reply::Lookup { status: Status::Err, session: Vec::new().into() });
     let unknown = Request::Take { cache_type: "nope".into(), cache_id: "x".into() };
-    assert_eq!(a.request(&unknown).unwrap(), Reply::failure(tlskeeper::protocol::tlsmgr::RequestKind::Take));
+    assert_eq!(a.request(&unknown).unwrap(), Reply::failure(tlskeeper_protocol::tlsmgr::RequestKind::Take));
 }

@@ -1,4 +1,4 @@
-//! The shared core (`tlskeeper::shared_core`) under concurrent callers: a
+//! The shared core (`tlskeeper_engine::shared_core`) under concurrent callers: a
 //! real core component behind `spawn`, called from many threads at once.
 //!
 //! What is checked is what the module promises: every call runs, exactly
@@ -22,11 +22,11 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use tlskeeper::caps::SeedStore;
 use tlskeeper::config::Settings;
-use tlskeeper::engine::{Capabilities, Core};
-use tlskeeper::shared_core::{CoreGone, SharedCore, spawn};
-use tlskeeper::storage::{Commit, Committed, Entry, MemoryStorage, Storage, StorageError, TableStat};
+use tlskeeper_engine::caps::SeedStore;
+use tlskeeper_engine::shared_core::{CoreGone, SharedCore, spawn};
+use tlskeeper_engine::storage::{Commit, Committed, Entry, MemoryStorage, Storage, StorageError, TableStat};
+use tlskeeper_engine::{Capabilities, Core};
 
 use common::{ScriptedClock, caps, runtime};
 
@@ -503,7 +503,7 @@ fn the_caretaker_runs_storage_commits_without_holding_the_core() {
     // A write makes storage want a commit; the caretaker starts it within
     // its check interval and runs it, and the commit waits for our signal.
     core.call(|c| c.update("smtpd", "id", &[1; 100]).unwrap()).unwrap();
-    thread::sleep(tlskeeper::shared_core::COMMIT_CHECK_INTERVAL * 3);
+    thread::sleep(tlskeeper_engine::shared_core::COMMIT_CHECK_INTERVAL * 3);
     // Were the caretaker holding the core, this would wait for the commit,
     // which waits for this.
     let (done_tx, done_rx) = mpsc::channel();

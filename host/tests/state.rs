@@ -26,12 +26,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tlskeeper::caps::OsEntropy;
 use tlskeeper::config::Settings;
-use tlskeeper::engine::{Capabilities, Core};
-use tlskeeper::state::{self, StateError, TICKET_KEY_TABLE};
-use tlskeeper::storage::file::FILE_NAME;
-use tlskeeper::storage::{FileOptions, FileStorage, SealError, Storage, kek};
+use tlskeeper_engine::caps::OsEntropy;
+use tlskeeper_engine::state::{self, StateError, TICKET_KEY_TABLE};
+use tlskeeper_engine::storage::file::FILE_NAME;
+use tlskeeper_engine::storage::{FileOptions, FileStorage, SealError, Storage, kek};
+use tlskeeper_engine::{Capabilities, Core};
 
 use common::{Daemon, ScriptedClock, cli_client, ok_stdout, runtime};
 
@@ -75,7 +75,7 @@ fn settings(dir: &Path) -> Settings {
 
 /// The real core over the state `settings` name, on `clock`.
 fn start(settings: &Settings, clock: &ScriptedClock) -> Core {
-    let state = state::open(settings).unwrap_or_else(|e| panic!("the state opens: {e}"));
+    let state = state::open(&settings.state_options()).unwrap_or_else(|e| panic!("the state opens: {e}"));
     let caps = Capabilities {
         clock: Box::new(clock.clone()),
         entropy: Box::new(OsEntropy),
@@ -87,7 +87,7 @@ fn start(settings: &Settings, clock: &ScriptedClock) -> Core {
 
 /// `state::open`'s error; `State` has no `Debug`, so no `unwrap_err`.
 fn open_error(settings: &Settings) -> StateError {
-    match state::open(settings) {
+    match state::open(&settings.state_options()) {
         Ok(_) => panic!("the state opened"),
         Err(e) => e,
     }
@@ -386,7 +386,7 @@ fn flipped_bytes_are_never_served() {
     drop(core);
     let mut originals: BTreeMap<(&str, Vec<u8>), Vec<u8>> = BTreeMap::new();
     {
-        let mut state = state::open(&base_settings).unwrap_or_else(|e| panic!("{e}"));
+        let mut state = state::open(&base_settings.state_options()).unwrap_or_else(|e| panic!("{e}"));
         for table in TABLES {
             for (k, v) in scan_all(state.storage.as_mut(), table) {
                 originals.insert((table, k), v);
@@ -423,7 +423,7 @@ fn flipped_bytes_are_never_served() {
         fs::write(case.join(FILE_NAME), &bytes).unwrap();
         set_mode(&case.join(FILE_NAME), 0o600);
 
-        let outcome = catch_unwind(AssertUnwindSafe(|| match state::open(&case_settings) {
+        let outcome = catch_unwind(AssertUnwindSafe(|| match state::open(&case_settings.state_options()) {
             Err(e) => Err(e.to_string()),
             Ok(mut state) => {
                 // Everything readable, by scan and by get, must be an
@@ -523,7 +523,7 @@ fn unreadable_state_stops_the_daemon_with_a_message() {
         (state_dir, key)
     };
     // The store still holds `key` once its files are usable again.
-    let still_there = |state_dir: &Path, key: &tlskeeper::keys::TicketKey| {
+    let still_there = |state_dir: &Path, key: &tlskeeper_engine::keys::TicketKey| {
         let mut core = start(&settings(state_dir), &clock);
         assert!(core.ticket_key(Some(&key.name)).unwrap().is_some_and(|k| k == *key), "the stored key was lost");
     };
@@ -568,10 +568,10 @@ fn volatile_caches_never_reach_the_disk() {
     drop(core);
 
     let mut raw = raw_store(&state_dir);
-    for table in tlskeeper::storage::split::cache_tables("smtp") {
+    for table in tlskeeper_engine::storage::split::cache_tables("smtp") {
         assert_eq!(raw.stat(&table).unwrap().entries, 0, "{table} reached the disk");
     }
-    for table in tlskeeper::storage::split::cache_tables("smtpd") {
+    for table in tlskeeper_engine::storage::split::cache_tables("smtpd") {
         assert_eq!(raw.stat(&table).unwrap().entries, 1, "{table} should hold the smtpd session");
     }
 }

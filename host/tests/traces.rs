@@ -2,7 +2,7 @@
 //!
 //! `fixtures/traces/` holds one trace per scenario below, each a whole run
 //! of the real core component recorded at the WIT boundary (see
-//! `tlskeeper::trace`): every export call with its arguments, every import
+//! `tlskeeper_engine::trace`): every export call with its arguments, every import
 //! the core made with the host's answer, every result and the fuel it used.
 //! The scenarios:
 //!
@@ -65,12 +65,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sha2::{Digest, Sha256};
-use tlskeeper::caps::{NoSeedFile, SeedStore};
 use tlskeeper::config::{CacheSettings, Settings};
-use tlskeeper::engine::{CallError, Capabilities, Core, CoreError};
-use tlskeeper::storage::{Entry, MemoryStorage, Storage, StorageError, TableStat};
-use tlskeeper::trace::file;
-use tlskeeper::trace::replay::replay;
+use tlskeeper_engine::caps::{NoSeedFile, SeedStore};
+use tlskeeper_engine::replay::replay;
+use tlskeeper_engine::storage::{Entry, MemoryStorage, Storage, StorageError, TableStat};
+use tlskeeper_engine::trace::file;
+use tlskeeper_engine::{CallError, Capabilities, Core, CoreError};
 
 use common::{START_SECS, ScriptedClock, SeededEntropy, recording, runtime};
 
@@ -557,7 +557,7 @@ fn record_fixture_traces() {
         let path = dir.join(name);
         let trace = file::read(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(trace.cut_off, None, "{name}");
-        let calls = trace.events.iter().filter(|e| matches!(e, tlskeeper::trace::Event::Call(_))).count();
+        let calls = trace.events.iter().filter(|e| matches!(e, tlskeeper_engine::trace::Event::Call(_))).count();
         println!("{name}: {calls} calls, {} bytes", fs::metadata(&path).unwrap().len());
     }
 }

@@ -69,7 +69,6 @@
 mod postlog;
 mod socket;
 mod syslog;
-pub mod throttle;
 
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};

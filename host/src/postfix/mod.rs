@@ -46,12 +46,12 @@ use std::time::Instant;
 
 use tracing::level_filters::LevelFilter;
 
-use crate::caps::{MixedEntropy, RandomSource, SystemClock};
 use crate::config::Settings;
 use crate::daemon::{Daemon, Failure, fail};
-use crate::engine::{Capabilities, Runtime};
 use crate::logging::{self, Facility, LogHandle, PostfixLogConfig, SinkKind};
 use crate::shutdown::Shutdown;
+use tlskeeper_engine::caps::{MixedEntropy, RandomSource, SystemClock};
+use tlskeeper_engine::{Capabilities, Runtime};
 
 pub use args::{MasterArgs, is_master_invocation};
 pub use params::MainCf;
@@ -247,13 +247,14 @@ fn start(
     // The store as mail_owner, so that its files are that account's; the
     // key-encryption key (in assemble) as root, so that it can be root's.
     let state_dir = main_cf.state_dir();
-    let open = || crate::state::open_store(&state_dir);
+    let open = || tlskeeper_engine::state::open_store(&state_dir);
     let store = match account {
         Some(account) if root => privilege::as_user(account, open).map_err(|e| fail(71, e.to_string()))?,
         _ => open(),
     }
     .map_err(|e| fail(73, e.to_string()))?;
-    let state = crate::state::assemble(Some(store), &settings).map_err(|e| fail(e.status(), e.to_string()))?;
+    let state = tlskeeper_engine::state::assemble(Some(store), &settings.state_options())
+        .map_err(|e| fail(e.status(), e.to_string()))?;
 
     // Last steps as root. tzset now: the zone file is outside the jail.
     // SAFETY: tzset only reads the environment and the zone file.

@@ -18,14 +18,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tlskeeper::caps::{Clock, Entropy, EntropyError, NoSeedFile, OsEntropy};
-use tlskeeper::client::Client;
 use tlskeeper::config::Settings;
-use tlskeeper::engine::{Capabilities, Core, Runtime, Tape};
 use tlskeeper::service::Service;
 use tlskeeper::shutdown::Shutdown;
-use tlskeeper::storage::MemoryStorage;
-use tlskeeper::trace::file::TraceWriter;
+use tlskeeper_engine::caps::{Clock, Entropy, EntropyError, NoSeedFile, OsEntropy};
+use tlskeeper_engine::storage::MemoryStorage;
+use tlskeeper_engine::trace::file::TraceWriter;
+use tlskeeper_engine::{Capabilities, Core, Runtime, Tape};
+use tlskeeper_protocol::client::Client;
 
 /// The compiled component, shared by all tests of one binary (compiling it
 /// is the slowest step of a test).
@@ -159,7 +159,7 @@ impl TestServer {
     pub fn with_core(core: Core, clock: ScriptedClock, settings: &Settings) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("tlsmgr");
-        let (core, caretaker) = tlskeeper::shared_core::spawn(core).expect("caretaker starts");
+        let (core, caretaker) = tlskeeper_engine::shared_core::spawn(core).expect("caretaker starts");
         let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
         let shutdown = Arc::new(Shutdown::new().expect("shutdown pipe"));
         let flag = Arc::clone(&shutdown);

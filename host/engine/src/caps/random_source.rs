@@ -46,7 +46,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::entropy::{Entropy, EntropyError, OsEntropy};
-use crate::shutdown::poll_readable;
+use crate::poll::poll_readable;
 
 /// tlsmgr's `TLS_MGR_TIMEOUT` for device and EGD reads.
 const TIMEOUT: Duration = Duration::from_secs(10);

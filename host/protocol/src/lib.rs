@@ -1,4 +1,4 @@
-//! Wire codecs for the Postfix `tlsmgr(8)` protocol.
+//! The Postfix `tlsmgr(8)` wire protocol: codecs, and a blocking client.
 //!
 //! The protocol is layered the same way the server handles a connection:
 //! bytes -> [`attr0::Frame`] -> [`tlsmgr::Request`] -> one service call ->
@@ -9,12 +9,17 @@
 //!   attribute lists and back. It knows nothing about tlsmgr: values stay raw
 //!   bytes (base64 text is not decoded there, because the list format carries
 //!   no type information).
-//! - [`tlsmgr`] maps frames to the six typed tlsmgr requests (and tlskeeper's own beside them) and their replies,
-//!   in the exact attribute order of Postfix 3.7, and decides what a malformed
-//!   request must be answered with. It knows nothing about sockets, the core
-//!   or cache policy.
-//! - [`keybuf`] encodes the raw `TLS_TICKET_KEY` C struct that a `tktkey` reply
-//!   carries as its `keybuf` value.
+//! - [`tlsmgr`] maps frames to the six typed tlsmgr requests (and
+//!   tlskeeper's own beside them) and their replies, in the exact attribute
+//!   order of Postfix 3.7, and decides what a malformed request must be
+//!   answered with. It knows nothing about sockets, the core or cache
+//!   policy. A `tktkey` reply's `keybuf` stays opaque bytes here; the
+//!   daemon's `keybuf` module knows the C struct inside.
+//! - [`client`] is a blocking client of a tlsmgr socket, for the CLI, tests,
+//!   the load generator and worker processes of TLS servers.
+//!
+//! This crate depends on no engine: a worker process that only talks to a
+//! tlskeeper daemon links the codecs and the client, not wasmtime.
 //!
 //! Splitting the codec this way, rather than parsing requests straight off
 //! the socket the way Postfix's `attr_scan` does, means a request is
@@ -38,5 +43,7 @@
 //! attribute encodings (`attr_print64`, `attr_print_plain`).
 
 pub mod attr0;
-pub mod keybuf;
+pub mod client;
 pub mod tlsmgr;
+
+pub use client::{Client, ClientError};

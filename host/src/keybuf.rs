@@ -45,7 +45,7 @@
 
 use zeroize::Zeroizing;
 
-pub use crate::keys::TicketKey;
+pub use tlskeeper_engine::keys::TicketKey;
 
 /// Size of the encoded struct (`sizeof(TLS_TICKET_KEY)` on LP64).
 pub const KEYBUF_LEN: usize = 88;

@@ -11,7 +11,7 @@
 //! The core's own levels map one to one onto `tracing` levels; there is no
 //! per-module filtering inside the core.
 
-use crate::engine::bindings::log::Level;
+use crate::bindings::log::Level;
 
 /// Longest message kept; the rest is cut.
 pub const MAX_MESSAGE: usize = 1024;

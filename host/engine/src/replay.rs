@@ -1,7 +1,7 @@
 //! Replay: a fresh instance of a core, run against a trace. Its export
 //! calls are the trace's, its imports are answered from the trace, and
 //! every import it makes and every result it returns is checked against
-//! what was recorded (see [`crate::engine::tape`]).
+//! what was recorded (see [`crate::tape`]).
 //!
 //! Against the component that recorded the trace, a replay is a
 //! determinism check: anything but "identical" is a bug. Against another
@@ -23,9 +23,9 @@
 
 use serde::Serialize;
 
-use super::file::Trace;
-use super::{Call, Event, WIT_PACKAGE};
-use crate::engine::{Capabilities, Core, Divergence, ENGINE_SETTINGS, Limits, Runtime, Tape, WASMTIME_VERSION};
+use crate::trace::file::Trace;
+use crate::trace::{Call, Event, WIT_PACKAGE};
+use crate::{Capabilities, Core, Divergence, ENGINE_SETTINGS, Limits, Runtime, Tape, WASMTIME_VERSION};
 
 /// Why a trace could not be replayed at all.
 #[derive(Debug, thiserror::Error)]
@@ -142,7 +142,7 @@ pub fn replay(trace: Trace, runtime: &Runtime, mut progress: impl FnMut(u64, u64
         _ => return Err(ReplayError::BadStart),
     };
     let limits = Limits { fuel_per_call: header.fuel_per_call, memory_bytes: header.memory_bytes };
-    let tape = Tape::Replay(crate::engine::Player::new(events, fuel_compared));
+    let tape = Tape::Replay(crate::Player::new(events, fuel_compared));
     let mut core = Core::start_with_tape(runtime, Capabilities::inert(), config, limits, tape)
         .map_err(|e| ReplayError::Start(e.to_string()))?;
     while let Some(player) = core.tape().player() {

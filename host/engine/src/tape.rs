@@ -284,7 +284,7 @@ fn describe_call(call: &Call) -> String {
 }
 
 fn describe_outcome(outcome: &Outcome) -> String {
-    fn r<T>(r: &Result<T, crate::engine::CoreError>, ok: impl FnOnce(&T) -> String) -> String {
+    fn r<T>(r: &Result<T, crate::CoreError>, ok: impl FnOnce(&T) -> String) -> String {
         match r {
             Ok(v) => format!("ok({})", ok(v)),
             Err(e) => format!("err({e:?})"),

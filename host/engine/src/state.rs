@@ -31,7 +31,6 @@ use std::path::{Path, PathBuf};
 
 use crate::caps::seed_file::SeedFileError;
 use crate::caps::{NoSeedFile, SeedFile, SeedStore};
-use crate::config::Settings;
 use crate::storage::file::{FileOptions, FileStorage, OpenError};
 use crate::storage::kek::{self, KekError};
 use crate::storage::sealed::{SealError, Sealed};
@@ -43,6 +42,36 @@ use crate::storage::{MemoryStorage, Storage, StorageError};
 /// with it. (Session caches may lose their last second of writes: that only
 /// costs full handshakes.)
 pub const TICKET_KEY_TABLE: &str = "tktkey";
+
+/// Where the durable state lives and what stays out of it: all that
+/// [`open`] needs, whoever read the settings (the daemon's config file, an
+/// embedder's own).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateOptions {
+    /// The state directory; `None` keeps everything in memory.
+    pub state_dir: Option<PathBuf>,
+    /// The KEK file; `None` means `kek` inside the state directory.
+    pub kek_file: Option<PathBuf>,
+    /// The DRBG's seed file; `None` keeps no seed between runs.
+    pub seed_file: Option<PathBuf>,
+    /// Caches kept in memory even when there is a state directory.
+    pub volatile_caches: Vec<String>,
+}
+
+impl StateOptions {
+    /// Everything in `dir`: the store, its KEK (`kek`) and the seed file
+    /// (`seed`), with every cache persistent.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> StateOptions {
+        let dir = dir.into();
+        StateOptions { seed_file: Some(dir.join("seed")), state_dir: Some(dir), ..StateOptions::default() }
+    }
+
+    /// The KEK file, when there is a store to seal.
+    pub fn kek_path(&self) -> Option<PathBuf> {
+        let dir = self.state_dir.as_ref()?;
+        Some(self.kek_file.clone().unwrap_or_else(|| dir.join("kek")))
+    }
+}
 
 /// The opened state, ready to become the core's capabilities.
 pub struct State {
@@ -129,21 +158,21 @@ pub fn open_store(dir: &Path) -> Result<FileStorage, OpenError> {
 /// # Errors
 ///
 /// [`StateError`].
-pub fn assemble(store: Option<FileStorage>, settings: &Settings) -> Result<State, StateError> {
+pub fn assemble(store: Option<FileStorage>, options: &StateOptions) -> Result<State, StateError> {
     let storage: Box<dyn Storage> = match store {
         Some(store) => {
             // Never fall back to memory for a store that was opened: that
             // would be starting from nothing when told to keep state.
-            let Some(kek_path) = settings.kek_path() else {
+            let Some(kek_path) = options.kek_path() else {
                 return Err(StateError::NoKekFile(store.path()));
             };
             let sealed = seal(store, &kek_path)?;
-            let volatile = settings.volatile_caches().iter().flat_map(|name| cache_tables(name)).collect::<Vec<_>>();
+            let volatile = options.volatile_caches.iter().flat_map(|name| cache_tables(name)).collect::<Vec<_>>();
             Box::new(Split::new(sealed, volatile).map_err(StateError::Purge)?)
         }
         None => Box::new(MemoryStorage::new()),
     };
-    let seed_file: Box<dyn SeedStore> = match settings.seed_file_path() {
+    let seed_file: Box<dyn SeedStore> = match options.seed_file.clone() {
         Some(path) => Box::new(SeedFile::open(&path)?),
         None => Box::new(NoSeedFile),
     };
@@ -189,25 +218,25 @@ fn seal_error(source: SealError, kek: &Path) -> StateError {
     StateError::Seal { source, kek: kek.to_owned() }
 }
 
-/// Open everything `settings` asks for, as `tlskeeper serve` does.
+/// Open everything `options` asks for, as `tlskeeper serve` does.
 ///
 /// # Errors
 ///
 /// [`StateError`].
-pub fn open(settings: &Settings) -> Result<State, StateError> {
-    let store = settings.state_dir.as_deref().map(open_store).transpose()?;
-    assemble(store, settings)
+pub fn open(options: &StateOptions) -> Result<State, StateError> {
+    let store = options.state_dir.as_deref().map(open_store).transpose()?;
+    assemble(store, options)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn settings(dir: &Path) -> Settings {
-        Settings { state_dir: Some(dir.join("state")), ..Settings::default() }
+    fn settings(dir: &Path) -> StateOptions {
+        StateOptions::in_dir(dir.join("state"))
     }
 
-    fn put_and_close(settings: &Settings) {
+    fn put_and_close(settings: &StateOptions) {
         let mut state = open(settings).unwrap();
         state.storage.put(TICKET_KEY_TABLE, b"name", b"secret key").unwrap();
     }
@@ -260,7 +289,7 @@ mod tests {
     #[test]
     fn an_explicit_kek_file_lives_outside_the_state_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Settings { kek_file: Some(dir.path().join("secrets.kek")), ..settings(dir.path()) };
+        let s = StateOptions { kek_file: Some(dir.path().join("secrets.kek")), ..settings(dir.path()) };
         put_and_close(&s);
         assert!(dir.path().join("secrets.kek").is_file());
         assert!(!dir.path().join("state/kek").exists());
@@ -275,12 +304,12 @@ mod tests {
             let mut state = open(&s).unwrap();
             state.storage.put("scache/smtp", b"id", b"session").unwrap();
         }
-        s.caches.get_mut("smtp").unwrap().persistent = false;
+        s.volatile_caches = vec!["smtp".to_owned()];
         let mut state = open(&s).unwrap();
         assert_eq!(state.storage.get("scache/smtp", b"id").unwrap(), None, "purged when made volatile");
         state.storage.put("scache/smtp", b"id2", b"session").unwrap();
         drop(state);
-        s.caches.get_mut("smtp").unwrap().persistent = true;
+        s.volatile_caches.clear();
         let mut state = open(&s).unwrap();
         assert_eq!(state.storage.get("scache/smtp", b"id").unwrap(), None, "purged from the store");
         assert_eq!(state.storage.get("scache/smtp", b"id2").unwrap(), None, "never written to the store");
@@ -288,7 +317,7 @@ mod tests {
 
     #[test]
     fn without_a_state_directory_everything_is_in_memory() {
-        let mut state = open(&Settings::default()).unwrap();
+        let mut state = open(&StateOptions::default()).unwrap();
         assert!(state.seed_file.take().is_none());
         state.storage.put("t", b"k", b"v").unwrap();
     }

@@ -20,7 +20,7 @@
 #![allow(missing_docs)]
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../../wit",
     world: "core",
     imports: { default: trappable },
     // serde: the trace format records every value that crosses the boundary.

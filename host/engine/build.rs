@@ -1,5 +1,5 @@
 //! Builds the core component (`guest/`) for wasm32-wasip2 so that the
-//! `tlskeeper` binary can embed it with `include_bytes!`.
+//! engine library (`tlskeeper-engine`) can embed it with `include_bytes!`.
 //!
 //! A nested `cargo build` is the pattern wasmtime's and Spin's test
 //! artifacts use. It runs with its own target directory (the outer cargo
@@ -18,7 +18,9 @@ const PROFILE: &str = "guest";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let workspace = manifest_dir.parent().expect("host/ sits inside the workspace").to_path_buf();
+    // This crate is host/engine/: the workspace root is two levels up.
+    let workspace =
+        manifest_dir.parent().and_then(Path::parent).expect("host/engine/ sits inside the workspace").to_path_buf();
     for watched in ["guest/src", "guest/Cargo.toml", "wit", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }

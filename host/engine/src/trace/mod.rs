@@ -4,7 +4,7 @@
 //! The core's only inputs are its export calls' arguments and the results
 //! of its imports (clock, entropy, storage, seed file; `log` has no result
 //! but is recorded too, as something the core does). The engine writes one
-//! [`Event`] for each as it happens ([`crate::engine::Tape`]): an
+//! [`Event`] for each as it happens ([`crate::Tape`]): an
 //! [`Event::Call`] with the export and its arguments, the [`Event::Import`]s
 //! the guest makes during it, then an [`Event::Return`] with the result and
 //! the fuel it used. [`Event::Instantiate`] marks a fresh instance: the
@@ -30,11 +30,10 @@
 //! socket I/O) is not in a trace.
 
 pub mod file;
-pub mod replay;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::bindings::{log, manager, storage};
+use crate::bindings::{log, manager, storage};
 
 /// A key and its value, as `storage.scan` returns them.
 pub type Entry = (Vec<u8>, Vec<u8>);
@@ -301,7 +300,7 @@ mod tests {
     /// the WIT file.
     #[test]
     fn the_recorded_wit_package_is_the_one_in_wit() {
-        let wit = include_str!("../../../wit/tlskeeper.wit");
+        let wit = include_str!("../../../../wit/tlskeeper.wit");
         assert!(
             wit.contains(&format!("package {};", super::WIT_PACKAGE)),
             "wit/tlskeeper.wit declares another package"

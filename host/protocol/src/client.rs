@@ -21,8 +21,8 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::protocol::attr0::{self, Decoder, Frame};
-use crate::protocol::tlsmgr::{ANNOUNCEMENT, Reply, ReplyError, Request};
+use crate::attr0::{self, Decoder, Frame};
+use crate::tlsmgr::{ANNOUNCEMENT, Reply, ReplyError, Request};
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]

@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::engine::Core;
+use crate::Core;
 
 /// How often completed storage writes are made durable.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
