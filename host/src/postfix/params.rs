@@ -13,7 +13,7 @@
 //! | parameter | use |
 //! |---|---|
 //! | `{smtpd,smtp,lmtp}_tls_session_cache_database` | non-empty turns that cache on (the database itself is not used: entries live in tlskeeper's store) |
-//! | `{smtpd,smtp,lmtp}_tls_session_cache_timeout` | entry lifetime, sanitised as tlsmgr does; smtpd's also drives ticket keys |
+//! | `{smtpd,smtp,lmtp}_tls_session_cache_timeout` | entry lifetime, passed raw: the core sanitises it as tlsmgr does; smtpd's also drives ticket keys |
 //! | `{smtpd,smtp,lmtp}_tls_loglevel` | `2`, `debug`, `cache` or higher logs each cache operation, as tlsmgr does |
 //! | `tls_random_source` | extra entropy: `dev:`, `egd:` or a plain file |
 //! | `tls_random_bytes` | bytes read from that source per reseed |
@@ -44,9 +44,10 @@ use crate::config::{CacheSettings, Settings};
 /// Where `postconf` is looked for, in order (master(8) passes no `PATH`).
 pub const POSTCONF_PATHS: &[&str] = &["/usr/sbin/postconf", "/usr/local/sbin/postconf", "/usr/bin/postconf"];
 
-/// tlsmgr's floor for a non-zero cache timeout (`TLS_SESSION_LIFEMIN`).
-const LIFE_MIN: u32 = 120;
-/// The largest cache timeout Postfix accepts (`MAX_*_TLS_SCACHETIME`).
+/// The largest cache timeout main.cf accepts (`MAX_*_TLS_SCACHETIME`):
+/// Postfix's own range check when it reads the parameter, so that the error
+/// names the parameter. What a timeout means (off, raised to a floor) is
+/// the core's rule, applied there and nowhere else.
 const LIFE_MAX: u32 = 8_640_000;
 
 /// The caches tlsmgr serves, in its order.
@@ -96,8 +97,8 @@ pub struct CacheParams {
     pub name: &'static str,
     /// `*_tls_session_cache_database`: empty means off.
     pub database: String,
-    /// `*_tls_session_cache_timeout` after tlsmgr's sanitising: 0 = off,
-    /// otherwise at least 120 seconds.
+    /// `*_tls_session_cache_timeout` as main.cf gives it, in seconds; the
+    /// core sanitises it (0 = off, 1..119 raised to 120).
     pub timeout_secs: u32,
     /// Whether `*_tls_loglevel` asks for cache logging.
     pub log_cache: bool,
@@ -229,7 +230,7 @@ impl MainCf {
             caches.push(CacheParams {
                 name,
                 database: get(database)?,
-                timeout_secs: sanitise_timeout(raw),
+                timeout_secs: raw,
                 log_cache: logs_cache(&get(loglevel)?),
             });
         }
@@ -307,11 +308,12 @@ impl MainCf {
             .iter()
             .map(|c| {
                 let bounds = base.caches.get(c.name).cloned().unwrap_or_default();
-                // tlsmgr's rule: a cache is on iff it has a database and a
-                // positive timeout. The timeout is reported by `policy`
-                // either way, because ticket keys depend on smtpd's.
+                // A cache without a database is off; one with a zero
+                // timeout the core turns off itself. The timeout is passed
+                // either way: `policy` reports it, and ticket keys depend
+                // on smtpd's.
                 let cache = CacheSettings {
-                    enabled: !c.database.is_empty() && c.timeout_secs > 0,
+                    enabled: !c.database.is_empty(),
                     timeout: c.timeout_secs,
                     // Postfix's in-memory table type keeps a cache volatile.
                     persistent: bounds.persistent && !c.database.starts_with("internal:"),
@@ -321,14 +323,6 @@ impl MainCf {
             })
             .collect();
         settings
-    }
-}
-
-/// tlsmgr's sanitising: non-positive is off, 1..119 is raised to 120.
-fn sanitise_timeout(secs: u32) -> u32 {
-    match secs {
-        0 => 0,
-        s => s.max(LIFE_MIN),
     }
 }
 
@@ -414,20 +408,20 @@ myhostname = mx.test.invalid
 ";
 
     #[test]
-    fn reads_and_sanitises_like_tlsmgr() {
+    fn reads_like_tlsmgr_and_leaves_the_timeout_rule_to_the_core() {
         let p = MainCf::from_postconf(STOCK).unwrap();
         assert_eq!(p.socket_path(), PathBuf::from("/var/spool/postfix/private/tlsmgr"));
         assert_eq!(p.state_dir(), PathBuf::from("/var/lib/postfix/tlskeeper"));
         let timeouts: Vec<u32> = p.caches.iter().map(|c| c.timeout_secs).collect();
-        assert_eq!(timeouts, [3600, 120, 0]);
+        assert_eq!(timeouts, [3600, 10, 0], "raw: the core sanitises");
         assert_eq!(p.reseed_period_secs, 3600);
         assert_eq!(p.cache_logging(), ["smtpd", "lmtp"]);
 
         let s = p.apply(&Settings::default());
         assert!(s.caches["smtpd"].enabled);
-        // No database: off, but its timeout is still reported.
+        // No database: off, but its timeout is still passed on.
         assert!(!s.caches["smtp"].enabled);
-        assert_eq!(s.caches["smtp"].timeout, 120);
+        assert_eq!(s.caches["smtp"].timeout, 10);
         assert!(!s.caches["lmtp"].enabled);
         assert_eq!(s.ticket_cache, "smtpd");
         assert_eq!(s.socket_mode().unwrap(), 0o666);
