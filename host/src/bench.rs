@@ -53,6 +53,13 @@ pub enum Mix {
     /// One smtpd handshake, as five requests: seed, tktkey, tktkey by name,
     /// lookup, update.
     Smtpd,
+    /// `tktseal` of a 128-byte plaintext: a TLS server issuing a ticket.
+    Seal,
+    /// `tktopen` of a ticket sealed at the start: a TLS server resuming.
+    Open,
+    /// `tktseal` and `tktopen` in turn: a ticket issued and one resumed,
+    /// as a server whose worker holds no key pays for each pair.
+    Tickets,
 }
 
 impl std::fmt::Display for Mix {
@@ -146,6 +153,9 @@ const IDS: u64 = 1024;
 /// The size of a session (a typical DER `SSL_SESSION` without a client
 /// certificate).
 pub const SESSION_BYTES: usize = 140;
+/// The size of a ticket's plaintext: about what rustls encodes for a TLS
+/// 1.3 session without a client certificate.
+pub const TICKET_PLAINTEXT_BYTES: usize = 128;
 
 /// Run the benchmark; `progress` is called from time to time with the
 /// requests done so far.
@@ -179,13 +189,23 @@ pub fn run(options: &Options, progress: &(dyn Fn(u64) + Sync)) -> Result<Report,
             }
         }
     }
+    // A ticket for the mixes that open one.
+    let ticket = if matches!(options.mix, Mix::Open | Mix::Tickets) {
+        match client.request(&seal()) {
+            Ok(Reply::Seal { status: Status::Ok, ticket, .. }) => ticket,
+            Ok(r) => return Err(setup(format!("tktseal answered {}", r.status()))),
+            Err(e) => return Err(setup(e.to_string())),
+        }
+    } else {
+        Vec::new()
+    };
     drop(client);
 
     let done = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let started = Instant::now();
     let deadline = options.duration.map(|d| started + d);
-    let shared = Shared { options, key_name: &key_name, done: &done, stop: &stop, deadline };
+    let shared = Shared { options, key_name: &key_name, ticket: &ticket, done: &done, stop: &stop, deadline };
     let results: Vec<(Vec<u32>, u64, Instant)> = std::thread::scope(|scope| {
         let workers: Vec<_> =
             (0..options.connections).map(|n| scope.spawn(move || shared.connection(n as u64))).collect();
@@ -234,6 +254,10 @@ fn update(cache: &str, i: u64) -> Request {
     Request::Update { cache_type: cache.to_owned(), cache_id: id(i), session: vec![0x30; SESSION_BYTES].into() }
 }
 
+fn seal() -> Request {
+    Request::Seal { plaintext: vec![0x5a; TICKET_PLAINTEXT_BYTES].into() }
+}
+
 fn id(i: u64) -> String {
     format!("bench-{:016x}", i % IDS)
 }
@@ -261,6 +285,7 @@ impl Expect {
 struct Shared<'a> {
     options: &'a Options,
     key_name: &'a [u8],
+    ticket: &'a [u8],
     done: &'a AtomicU64,
     stop: &'a AtomicBool,
     deadline: Option<Instant>,
@@ -325,6 +350,7 @@ impl Shared<'_> {
     fn request_status(&self, cache: &str, step: u64) -> (Request, Status) {
         let lookup = |i| Request::Lookup { cache_type: cache.to_owned(), cache_id: id(i) };
         let by_name = || Request::TicketKey { key_name: self.key_name.to_vec() };
+        let open = || Request::Open { ticket: self.ticket.to_vec() };
         match self.options.mix {
             Mix::Seed => (Request::Seed { size: 32 }, Status::Ok),
             Mix::Tktkey => (Request::TicketKey { key_name: Vec::new() }, Status::Ok),
@@ -342,6 +368,10 @@ impl Shared<'_> {
                 3 => (lookup(step), Status::Ok),
                 _ => (update(cache, step), Status::Ok),
             },
+            Mix::Seal => (seal(), Status::Ok),
+            Mix::Open => (open(), Status::Ok),
+            Mix::Tickets if step % 2 == 0 => (seal(), Status::Ok),
+            Mix::Tickets => (open(), Status::Ok),
         }
     }
 }
