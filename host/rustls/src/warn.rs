@@ -1,0 +1,132 @@
+//! Warnings about the backend, once per kind of failure rather than once
+//! per handshake.
+//!
+//! While the daemon is away every handshake fails to reach it, hundreds a
+//! second on a busy server; one line when a kind of failure begins says all
+//! there is to say, and one line when requests succeed again says it is
+//! over. The lines that remain go through the daemon's own
+//! [`Throttle`], so a daemon that flaps (up, down, up) still cannot fill the
+//! log.
+//!
+//! # Security
+//!
+//! Holds no secrets. The text logged is an error's message, which names
+//! the socket, the request type and the OS error, never a session, a
+//! ticket or a plaintext.
+//!
+//! # Limitations
+//!
+//! Kinds are fixed labels: two different causes of one kind (a refused
+//! connection, then a timeout) give one line. A failure that ends between
+//! two requests of a quiet server may never be reported as over.
+
+use std::fmt::Display;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use tlskeeper::logging::throttle::{Throttle, Verdict};
+
+/// The kinds of failure, each warned about once until requests succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// The daemon could not be reached or did not answer in time.
+    Unreachable,
+    /// The daemon answered, but failed the request (FAIL).
+    Failed,
+    /// The embedded core failed a call.
+    Core,
+}
+
+impl Kind {
+    const ALL: [Kind; 3] = [Kind::Unreachable, Kind::Failed, Kind::Core];
+
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Unreachable => "tlskeeper unreachable",
+            Kind::Failed => "tlskeeper failed",
+            Kind::Core => "tlskeeper core failed",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// Which kinds are going on, and the budget of their lines.
+#[derive(Default)]
+pub(crate) struct Warnings {
+    /// One bit per [`Kind`] warned about and not yet over.
+    active: Mutex<u8>,
+    throttle: Throttle,
+}
+
+impl Warnings {
+    /// A request failed with `kind`: warn if that kind was not going on.
+    pub(crate) fn failed(&self, kind: Kind, why: &dyn Display) {
+        {
+            let mut active = self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *active & kind.bit() != 0 {
+                return;
+            }
+            *active |= kind.bit();
+        }
+        if self.allowed(kind.label()) {
+            tracing::warn!("{why}; TLS sessions are not resumed and tickets not issued until it answers");
+        }
+    }
+
+    /// A request succeeded: say so if any kind of failure was going on.
+    pub(crate) fn succeeded(&self) {
+        let was = {
+            let mut active = self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::mem::take(&mut *active)
+        };
+        if was == 0 {
+            return;
+        }
+        let over: Vec<&str> = Kind::ALL.iter().filter(|k| was & k.bit() != 0).map(|k| k.label()).collect();
+        if self.allowed("tlskeeper answers") {
+            tracing::info!("tlskeeper answers again (was: {})", over.join(", "));
+        }
+    }
+
+    /// Whether a line of `label` fits the budget.
+    fn allowed(&self, label: &'static str) -> bool {
+        match self.throttle.check(label, Instant::now()) {
+            Verdict::Log { held_back: 0 } => true,
+            Verdict::Log { held_back } => {
+                tracing::warn!("{held_back} more lines like the next were not logged");
+                true
+            }
+            Verdict::Drop => false,
+        }
+    }
+
+    /// The kinds going on (for tests).
+    #[cfg(test)]
+    pub(crate) fn active(&self) -> Vec<Kind> {
+        let active = *self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Kind::ALL.into_iter().filter(|k| active & k.bit() != 0).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kind_is_warned_once_until_requests_succeed() {
+        let w = Warnings::default();
+        assert!(w.active().is_empty());
+        for _ in 0..100 {
+            w.failed(Kind::Unreachable, &"connection refused");
+        }
+        w.failed(Kind::Failed, &"FAIL");
+        assert_eq!(w.active(), [Kind::Unreachable, Kind::Failed]);
+        w.succeeded();
+        assert!(w.active().is_empty());
+        w.failed(Kind::Unreachable, &"again");
+        assert_eq!(w.active(), [Kind::Unreachable]);
+    }
+}
