@@ -5,8 +5,9 @@
 //! second on a busy server; one line when a kind of failure begins says all
 //! there is to say, and one line when requests succeed again says it is
 //! over. The lines that remain go through the daemon's own
-//! [`Throttle`], so a daemon that flaps (up, down, up) still cannot fill the
-//! log.
+//! [`throttle::Throttle`] (at most [`throttle::BURST`] lines of a kind per
+//! [`throttle::WINDOW`]), so a daemon that flaps (up, down, up) still cannot
+//! fill the log.
 //!
 //! # Security
 //!
@@ -24,7 +25,7 @@ use std::fmt::Display;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use tlskeeper::logging::throttle::{Throttle, Verdict};
+use tlskeeper::logging::throttle::{self, Verdict};
 
 /// The kinds of failure, each warned about once until requests succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +59,7 @@ impl Kind {
 pub(crate) struct Warnings {
     /// One bit per [`Kind`] warned about and not yet over.
     active: Mutex<u8>,
-    throttle: Throttle,
+    throttle: throttle::Throttle,
 }
 
 impl Warnings {
@@ -113,20 +114,69 @@ impl Warnings {
 
 #[cfg(test)]
 mod tests {
+    use std::io;
+    use std::sync::Arc;
+
     use super::*;
 
+    /// Log lines written while `f` runs on this thread.
+    fn logged(f: impl FnOnce()) -> Vec<String> {
+        #[derive(Clone, Default)]
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl io::Write for Capture {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    /// Proves that a hundred failures of one kind are one warning, that the
+    /// end of it is one line, and that a kind that comes back is warned
+    /// about again.
     #[test]
     fn a_kind_is_warned_once_until_requests_succeed() {
         let w = Warnings::default();
-        assert!(w.active().is_empty());
-        for _ in 0..100 {
-            w.failed(Kind::Unreachable, &"connection refused");
-        }
-        w.failed(Kind::Failed, &"FAIL");
-        assert_eq!(w.active(), [Kind::Unreachable, Kind::Failed]);
-        w.succeeded();
-        assert!(w.active().is_empty());
-        w.failed(Kind::Unreachable, &"again");
-        assert_eq!(w.active(), [Kind::Unreachable]);
+        let lines = logged(|| {
+            for _ in 0..100 {
+                w.failed(Kind::Unreachable, &"connection refused");
+            }
+            w.failed(Kind::Failed, &"FAIL");
+            assert_eq!(w.active(), [Kind::Unreachable, Kind::Failed]);
+            w.succeeded();
+            w.succeeded();
+            assert!(w.active().is_empty());
+            w.failed(Kind::Unreachable, &"again");
+            assert_eq!(w.active(), [Kind::Unreachable]);
+        });
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        assert!(lines[0].contains("WARN") && lines[0].contains("connection refused"), "{}", lines[0]);
+        assert!(lines[1].contains("FAIL"), "{}", lines[1]);
+        assert!(lines[2].contains("answers again (was: tlskeeper unreachable, tlskeeper failed)"), "{}", lines[2]);
+        assert!(lines[3].contains("again"), "{}", lines[3]);
+    }
+
+    /// Proves that a daemon that flaps (down, up, down...) still cannot
+    /// fill the log: the throttle holds each kind to its burst.
+    #[test]
+    fn a_flapping_daemon_is_throttled() {
+        let w = Warnings::default();
+        let lines = logged(|| {
+            for _ in 0..500 {
+                w.failed(Kind::Unreachable, &"connection refused");
+                w.succeeded();
+            }
+        });
+        let burst = usize::try_from(throttle::BURST).unwrap();
+        assert!(lines.len() <= 2 * burst, "{} lines", lines.len());
     }
 }
