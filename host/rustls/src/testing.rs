@@ -1,6 +1,16 @@
 //! An in-process daemon for the unit tests: the real core component in the
 //! real engine behind the real server, on a UNIX socket, as
 //! `host/tests/common` builds one.
+//!
+//! # Security
+//!
+//! Test code only (`cfg(test)`): OS entropy, memory storage, a socket in a
+//! private temporary directory.
+//!
+//! # Limitations
+//!
+//! The system clock: tests that move time use the integration tests'
+//! scripted clock instead.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
