@@ -276,6 +276,12 @@ fn handshakes_complete_in_bounded_time_while_the_daemon_is_away_and_resume_when_
     pair.assert_b_resumes("after", TLS13, "TLSv1_3");
     pair.new_session_at_a("after-ids", TLS12_IDS);
     pair.assert_b_resumes("after-ids", TLS12_IDS, "TLSv1_2");
+
+    // Five handshakes failed to reach the daemon, away then hung: one
+    // warning, and one line when it answered again.
+    let log = pair.b.log();
+    assert_eq!(log.matches("WARN").count(), 1, "{log}");
+    assert_eq!(log.matches("tlskeeper answers again").count(), 1, "{log}");
 }
 
 /// Proves the embedded mode: one process with its own core resumes its own

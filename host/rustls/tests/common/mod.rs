@@ -214,9 +214,11 @@ pub fn https_server_bin() -> PathBuf {
     bin
 }
 
-/// An `https_server` child process, killed by its PID when dropped.
+/// An `https_server` child process, killed by its PID when dropped; its
+/// log (standard error) is shown when a test fails.
 pub struct Worker {
     child: Option<Child>,
+    log: tempfile::NamedTempFile,
     pub addr: SocketAddr,
     pub pid: u32,
 }
@@ -231,13 +233,14 @@ impl Worker {
 
     /// `https_server --listen 127.0.0.1:0 <args>`; waits for `listening on`.
     pub fn spawn(args: &[String]) -> Worker {
+        let log = tempfile::NamedTempFile::new().unwrap();
         let mut child = Command::new(https_server_bin())
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -248,15 +251,23 @@ impl Worker {
             let _ = tx.send(line);
         });
         let pid = child.id();
-        let mut worker = Worker { child: Some(child), addr: "0.0.0.0:0".parse().unwrap(), pid };
+        let mut worker = Worker { child: Some(child), log, addr: "0.0.0.0:0".parse().unwrap(), pid };
         // The embedded mode compiles the core first: allow for it.
         let line = rx.recv_timeout(Duration::from_secs(120)).unwrap_or_default();
         let Some(addr) = line.trim().strip_prefix("listening on ") else {
             let status = worker.child.as_mut().unwrap().try_wait().unwrap();
-            panic!("https_server {args:?} did not start (exit {status:?}); its first line: {line:?}");
+            panic!(
+                "https_server {args:?} did not start (exit {status:?}); its first line: {line:?}; its log:\n{}",
+                worker.log()
+            );
         };
         worker.addr = addr.parse().unwrap();
         worker
+    }
+
+    /// What it has written to standard error.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
     /// SIGTERM, then the exit status within `limit`.
@@ -280,6 +291,9 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("--- log of https_server pid {} ---\n{}", self.pid, self.log());
+        }
         if let Some(mut child) = self.child.take() {
             // Child::kill sends SIGKILL to this child's PID, nothing else.
             let _ = child.kill();
