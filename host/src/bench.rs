@@ -370,7 +370,7 @@ impl Shared<'_> {
             },
             Mix::Seal => (seal(), Status::Ok),
             Mix::Open => (open(), Status::Ok),
-            Mix::Tickets if step % 2 == 0 => (seal(), Status::Ok),
+            Mix::Tickets if step.is_multiple_of(2) => (seal(), Status::Ok),
             Mix::Tickets => (open(), Status::Ok),
         }
     }

@@ -13,9 +13,12 @@
 //! # ... Reused, TLSv1.3 ... served by pid N on 127.0.0.1:8444, TLSv1_3, resumed: yes
 //! ```
 //!
-//! `--embedded` runs a core in the process instead (memory storage, the
-//! system clock, default settings plus the cache named by `--cache`): the
-//! process's own connections share its sessions, no other process does.
+//! `--embedded` runs a core in the process instead, through
+//! [`tlskeeper_engine::Embedder`]: one cache named by `--cache`, whose
+//! timeout (an hour) drives the ticket keys, in memory or, with
+//! `--state-dir`, in a sealed store that keeps keys and sessions across
+//! restarts. The process's own connections share its sessions; no other
+//! process does.
 //!
 //! When ready it prints one line, `listening on ADDR`, on standard output;
 //! each request (any, read up to its blank line) gets a plain-text answer,
@@ -51,13 +54,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_rustls::TlsAcceptor;
 
-use tlskeeper::{
-    caps::{NoSeedFile, OsEntropy, SystemClock},
-    config::{CacheSettings, Settings},
-    engine::{Capabilities, Core, Runtime},
-    shared_core::{self, SharedCore},
-    storage::MemoryStorage,
-};
+use tlskeeper_engine::{Embedded, Embedder};
 use tlskeeper_rustls::{Backend, RemoteOptions, SessionStore, Ticketer};
 
 /// The flags.
@@ -74,6 +71,10 @@ struct Args {
     /// Run a tlskeeper core in this process instead of using a daemon.
     #[arg(long)]
     embedded: bool,
+    /// Embedded mode: keep keys and sessions in a sealed store in DIR
+    /// (default: in memory).
+    #[arg(long, value_name = "DIR", requires = "embedded")]
+    state_dir: Option<PathBuf>,
     /// The session cache to use; the daemon must have it.
     #[arg(long, default_value = "https")]
     cache: String,
@@ -149,6 +150,9 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    // The embedded core lives until the server stops; closing it then
+    // checkpoints the core and flushes its store.
+    let mut embedded: Option<Embedded> = None;
     let backend = match &args.socket {
         Some(socket) => Backend::remote_with(
             socket,
@@ -158,7 +162,16 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 ..RemoteOptions::default()
             },
         ),
-        None => Backend::embedded(embedded_core(&args.cache)?),
+        None => {
+            let mut embedder = Embedder::new(&args.cache, 3600);
+            if let Some(dir) = &args.state_dir {
+                embedder = embedder.state_dir(dir);
+            }
+            let started = embedder.start()?;
+            let backend = Backend::embedded(started.core().clone());
+            embedded = Some(started);
+            backend
+        }
     };
     let (certs, key) = match (&args.cert, &args.key) {
         (Some(cert), Some(key)) => {
@@ -204,6 +217,12 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
             _ = terminate.recv() => break,
         }
     }
+    // Close waits for every handle to the core: the acceptor's, and those
+    // of connections still being served (each bounded by its timeouts).
+    drop(acceptor);
+    if let Some(embedded) = embedded {
+        tokio::task::spawn_blocking(move || embedded.close()).await?;
+    }
     Ok(())
 }
 
@@ -246,24 +265,4 @@ fn self_signed() -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>
     let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
     let key = PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
     Ok((vec![made.cert.der().clone()], key))
-}
-
-/// A core in this process, started as the daemon starts one but on memory
-/// storage: the system clock, OS entropy, no seed file, default settings
-/// with a cache named `cache` added (the defaults are Postfix's `smtpd`,
-/// `smtp` and `lmtp`).
-fn embedded_core(cache: &str) -> Result<SharedCore, Box<dyn Error>> {
-    let mut settings = Settings::default();
-    settings.caches.entry(cache.to_owned()).or_insert_with(CacheSettings::default);
-    let runtime = Runtime::new(None)?;
-    let caps = Capabilities {
-        clock: Box::new(SystemClock),
-        entropy: Box::new(OsEntropy),
-        storage: Box::new(MemoryStorage::new()),
-        seed_file: Box::new(NoSeedFile),
-    };
-    let core = Core::start(&runtime, caps, settings.core_config(), settings.limits())?;
-    // The caretaker runs until the last handle is dropped, at exit.
-    let (shared, _caretaker) = shared_core::spawn(core)?;
-    Ok(shared)
 }

@@ -33,11 +33,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tlskeeper::{
-    engine::{CallError, CoreError},
-    protocol::tlsmgr::{Reply, Request, RequestKind, Status},
-    shared_core::{CoreGone, SharedCore},
-};
+use tlskeeper_engine::{CallError, CoreError, CoreGone, SharedCore};
+use tlskeeper_protocol::tlsmgr::{Reply, Request, RequestKind, Status};
 use zeroize::Zeroizing;
 
 use crate::remote::{Remote, RemoteError, RemoteOptions};

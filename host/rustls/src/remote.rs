@@ -57,9 +57,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tlskeeper::{
+use tlskeeper_protocol::{
     client::{Client, ClientError},
-    protocol::tlsmgr,
+    tlsmgr,
 };
 
 /// Most requests an ordinary rustls handshake makes (one TLS 1.3 ticket

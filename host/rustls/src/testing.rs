@@ -20,13 +20,15 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use tlskeeper::{
-    caps::{NoSeedFile, OsEntropy, SystemClock},
     config::{CacheSettings, Settings},
-    engine::{Capabilities, Core, Runtime},
     server,
     service::Service,
-    shared_core::{self, SharedCore},
     shutdown::Shutdown,
+};
+use tlskeeper_engine::{
+    Capabilities, Core, Runtime,
+    caps::{NoSeedFile, OsEntropy, SystemClock},
+    shared_core::{self, SharedCore},
     storage::MemoryStorage,
 };
 

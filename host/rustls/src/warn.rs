@@ -25,7 +25,7 @@ use std::fmt::Display;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use tlskeeper::logging::throttle::{self, Verdict};
+use tlskeeper_engine::throttle::{self, Verdict};
 
 /// The kinds of failure, each warned about once until requests succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

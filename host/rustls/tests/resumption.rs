@@ -18,10 +18,10 @@ use std::thread;
 use std::time::Duration;
 
 use common::{Daemon, Handshake, HungDaemon, ScriptedClock, Worker, s_client, serial};
-use tlskeeper::{
-    protocol::attr0::{self, Decoder},
-    protocol::keybuf,
-    protocol::tlsmgr::{Reply, Request, RequestKind, Status},
+use tlskeeper::keybuf;
+use tlskeeper_protocol::{
+    attr0::{self, Decoder},
+    tlsmgr::{Reply, Request, RequestKind, Status},
 };
 
 /// A daemon, two workers on it with `flags`, and the temporary directory

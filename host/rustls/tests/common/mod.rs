@@ -20,18 +20,18 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use tlskeeper::{
-    caps::{Clock, NoSeedFile, OsEntropy, SeedStore},
-    client::Client,
     config::{CacheSettings, Settings},
-    engine::{Capabilities, Core, Runtime},
-    protocol::tlsmgr::ANNOUNCEMENT,
     server,
     service::Service,
-    shared_core,
     shutdown::Shutdown,
-    state,
+};
+use tlskeeper_engine::{
+    Capabilities, Core, Runtime,
+    caps::{Clock, NoSeedFile, OsEntropy, SeedStore},
+    shared_core, state,
     storage::{MemoryStorage, Storage},
 };
+use tlskeeper_protocol::{client::Client, tlsmgr::ANNOUNCEMENT};
 
 /// The cache the workers use.
 pub const CACHE: &str = "https";
@@ -95,7 +95,7 @@ impl Daemon {
         let settings = settings(state_dir);
         let (storage, seed_file): (Box<dyn Storage>, Box<dyn SeedStore>) = match state_dir {
             Some(_) => {
-                let state = state::open(&settings).unwrap_or_else(|e| panic!("{e}"));
+                let state = state::open(&settings.state_options()).unwrap_or_else(|e| panic!("{e}"));
                 (state.storage, state.seed_file)
             }
             None => (Box::new(MemoryStorage::new()), Box::new(NoSeedFile)),
