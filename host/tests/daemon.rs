@@ -429,6 +429,19 @@ fn tktkey_fail() -> Expect {
     Expect::Reply(b"status\x004294967294\0keybuf\0\0\0".to_vec())
 }
 
+fn seal_fail() -> Expect {
+    Expect::Reply(b"status\x004294967294\0ticket\0\0lifetime\x000\0\0".to_vec())
+}
+
+fn open_fail() -> Expect {
+    Expect::Reply(b"status\x004294967294\0plaintext\0\0\0".to_vec())
+}
+
+/// The one refusal every ticket that does not open gets: no oracle.
+fn open_refused() -> Expect {
+    Expect::Reply(b"status\x004294967295\0plaintext\0\0\0".to_vec())
+}
+
 /// Proves each malformed input gets tlsmgr's failure reply (or a close), never stale data, and the daemon survives.
 #[test]
 fn bad_input_table() {
@@ -544,6 +557,31 @@ fn bad_input_table() {
             Expect::Reply(b"status\x004294967295\0session\0\0\0".to_vec()),
         ),
         case("empty cache_id", lookup_req("smtpd", ""), Expect::Reply(b"status\x004294967295\0session\0\0\0".to_vec())),
+        // tlskeeper's own requests: malformed lists get their FAIL shape;
+        // tickets that are not ours get ERR with no plaintext, every one the
+        // same (sealed_tickets.rs covers forged and expired tickets).
+        case("tktseal without plaintext", b"request\0tktseal\0\0".to_vec(), seal_fail()),
+        case("tktseal with invalid base64", list(&[("request", b"tktseal"), ("plaintext", b"!!!!")]), seal_fail()),
+        case(
+            "tktseal of a plaintext over 16 KiB",
+            list(&[("request", b"tktseal"), ("plaintext", &b64(&[0x42; 16 * 1024 + 1]))]),
+            Expect::Reply(b"status\x004294967295\0ticket\0\0lifetime\x000\0\0".to_vec()),
+        ),
+        case("tktopen without ticket", b"request\0tktopen\0\0".to_vec(), open_fail()),
+        case("tktopen with invalid base64", list(&[("request", b"tktopen"), ("ticket", b"*")]), open_fail()),
+        case("tktopen of an empty ticket", list(&[("request", b"tktopen"), ("ticket", b"")]), open_refused()),
+        case("tktopen of 72 zero bytes", list(&[("request", b"tktopen"), ("ticket", &b64(&[0; 72]))]), open_refused()),
+        case(
+            "tktopen of a ticket over 16 KiB",
+            list(&[("request", b"tktopen"), ("ticket", &b64(&[0x41; 16 * 1024 + 73]))]),
+            open_refused(),
+        ),
+        case("take without cache_id", b"request\0take\0cache_type\0smtpd\0\0".to_vec(), lookup_fail()),
+        case(
+            "bogus cache type in take",
+            list(&[("request", b"take"), ("cache_type", b"bogus"), ("cache_id", b"x")]),
+            lookup_fail(),
+        ),
     ];
     assert!(cases.len() >= 30, "the table must name at least 30 bad inputs");
 
