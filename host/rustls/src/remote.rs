@@ -41,7 +41,7 @@
 //!
 //! The daemon at the socket is trusted: it is the one the operator
 //! configured, behind a directory whose permissions decide who may connect.
-//! Its replies are parsed strictly by [`tlskeeper::client`]. Requests carry
+//! Its replies are parsed strictly by [`tlskeeper_protocol::client`]. Requests carry
 //! secrets (ticket plaintexts, session values) and replies carry them back;
 //! they are held in zeroizing types and never logged. This module holds no
 //! key.
