@@ -111,6 +111,71 @@ fn tls13_tickets_resume_in_another_worker() {
     assert!(h.reused(), "{}", h.output);
 }
 
+/// Proves that a rustls client resumes against worker B the sessions that
+/// worker A gave it, TLS 1.3 tickets and TLS 1.2 tickets and ids alike:
+/// rustls on both sides, one certificate for both workers (as behind a
+/// load balancer), the client's own in-memory session cache.
+#[test]
+fn a_rustls_client_resumes_against_another_worker() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+    let flags = ["--tls12", "--cert", cert_arg.as_str(), "--key", key_arg.as_str()];
+    let pair = Pair::start(&flags);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(made.cert.der().clone()).unwrap();
+
+    let tls13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    let tls12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+    for (what, versions, tickets) in
+        [("TLS 1.3 tickets", tls13, true), ("TLS 1.2 tickets", tls12, true), ("TLS 1.2 ids", tls12, false)]
+    {
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_protocol_versions(versions)
+                .unwrap()
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+        if !tickets {
+            config.resumption = config.resumption.tls12_resumption(rustls::client::Tls12Resumption::SessionIdOnly);
+        }
+        let config = Arc::new(config);
+        let first = rustls_get(&config, pair.a.addr);
+        assert!(
+            first.starts_with(&format!("served by pid {} ", pair.a.pid)) && first.ends_with("resumed: no"),
+            "{what}: {first}"
+        );
+        let second = rustls_get(&config, pair.b.addr);
+        assert!(second.starts_with(&format!("served by pid {} ", pair.b.pid)), "{what}: {second}");
+        assert!(second.ends_with("resumed: yes"), "{what}: B did not resume A's session: {second}");
+    }
+}
+
+/// One request over a rustls connection with `config`: the server's answer.
+fn rustls_get(config: &Arc<rustls::ClientConfig>, addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+        let mut tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, stream))
+            .await
+            .expect("the handshake ends in time")
+            .unwrap();
+        tls.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut answer = Vec::new();
+        // To the end: that also takes in the TLS 1.3 tickets sent after the handshake.
+        let _ = tls.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        answer.rsplit("\r\n\r\n").next().unwrap_or_default().trim().to_owned()
+    })
+}
+
 /// Proves the same for TLS 1.2 session tickets (RFC 5077).
 #[test]
 fn tls12_tickets_resume_in_another_worker() {
