@@ -18,6 +18,7 @@
 //! - [`tickets`]: the two-slot ticket-key ring and its persistence.
 //! - [`sealing`]: tickets sealed and opened under the ring's keys, so that
 //!   TLS servers need never hold a key.
+//! - [`nonces`]: the sealed tickets' nonces, one ChaCha20 block each.
 //! - [`manager`]: the one type the exports call; it owns the pieces above.
 //! - [`error`]: the error every export can return.
 //! - `component` and `rt` (wasm32 only): the WIT glue, allocator and panic
@@ -47,6 +48,7 @@ pub mod config;
 pub mod drbg;
 pub mod error;
 pub mod manager;
+pub mod nonces;
 pub mod prng;
 pub mod scache;
 pub mod sealing;

@@ -23,9 +23,10 @@ use alloc::vec::Vec;
 use crate::caps::{Capabilities, Level};
 use crate::config::{Config, Settings};
 use crate::error::{Error, Result};
+use crate::nonces::Nonces;
 use crate::prng::Prng;
 use crate::scache::{Counters, SessionCache};
-use crate::sealing::{self, NONCE_LEN, SealCache};
+use crate::sealing::{self, SealCache};
 use crate::tickets::{self, KeyRing, NAME_LEN, TicketKey};
 
 /// Largest seed request, as in tlsmgr.
@@ -85,6 +86,7 @@ pub struct Manager {
     caches: Vec<SessionCache>,
     keys: KeyRing,
     seal_keys: SealCache,
+    nonces: Nonces,
     prng: Prng,
     /// The cache the next housekeeping call starts with, so that every cache
     /// gets its turn even when one has a large backlog.
@@ -107,6 +109,7 @@ impl Manager {
             caches: Vec::new(),
             keys: KeyRing::new(),
             seal_keys: SealCache::new(),
+            nonces: Nonces::new(),
             prng: Prng::new(3600),
             sweep_cursor: 0,
             seed_bytes: 0,
@@ -262,7 +265,7 @@ impl Manager {
     }
 
     /// Seal a ticket's plaintext under the current encryption key (minting
-    /// one if none encrypts), with a fresh nonce from the DRBG.
+    /// one if none encrypts), with a nonce no other ticket has ([`Nonces`]).
     ///
     /// # Errors
     ///
@@ -278,8 +281,7 @@ impl Manager {
         let half = self.ticket_half()?;
         let now = caps.now_nanos();
         let key = self.keys.encrypt_key(caps, &mut self.prng, now, half)?;
-        let mut nonce = [0u8; NONCE_LEN];
-        self.prng.fill(caps, now, &mut nonce)?;
+        let nonce = self.nonces.next(caps, &mut self.prng, now)?;
         let ticket = self.seal_keys.keys_for(&key).seal(&nonce, plaintext);
         Ok(SealedTicket { ticket, lifetime_secs: tickets::guaranteed_lifetime_secs(half) })
     }

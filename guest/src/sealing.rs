@@ -20,7 +20,8 @@
 //! ```
 //!
 //! `name`, `cipher_key` and `hmac_key` are the ring key's; the nonce is 24
-//! fresh bytes from the core's DRBG. Opening checks the length, selects the
+//! bytes that no other ticket of this core has and no outsider can predict
+//! ([`crate::nonces`]). Opening checks the length, selects the
 //! key by name, verifies the tag in constant time over everything before it,
 //! and only then decrypts: nothing of an unauthenticated ticket is ever
 //! deciphered or parsed.
@@ -40,7 +41,8 @@
 //!   nonce. Random 96-bit nonces bound how many tickets one key may seal
 //!   before a collision (which would reveal the XOR of two plaintexts and
 //!   allow forgeries), and Poly1305 is not key-committing. XChaCha20's
-//!   192-bit nonce makes random nonces safe for any number of tickets, and
+//!   192-bit nonce makes pseudo-random nonces safe for any number of
+//!   tickets, even across instances that know nothing of each other, and
 //!   the HMAC tag replaces Poly1305.
 //! - **Key commitment.** An AEAD such as GCM or ChaCha20-Poly1305 lets one
 //!   ciphertext be crafted to open under several keys. HMAC-SHA-256 is
@@ -132,9 +134,9 @@ impl SealKeys {
         SealKeys { name: key.name, enc, mac: keyed(mac_key.as_ref()) }
     }
 
-    /// Seal `plaintext` under these keys with `nonce`, which must be fresh
-    /// random bytes: a nonce used twice under one key reveals the XOR of the
-    /// two plaintexts.
+    /// Seal `plaintext` under these keys with `nonce`, which must be one no
+    /// other ticket had ([`crate::nonces`]): a nonce used twice under one
+    /// key reveals the XOR of the two plaintexts.
     pub fn seal(&self, nonce: &[u8; NONCE_LEN], plaintext: &[u8]) -> Vec<u8> {
         let mut ticket = Vec::with_capacity(plaintext.len() + OVERHEAD);
         ticket.extend_from_slice(&self.name);
