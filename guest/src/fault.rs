@@ -10,7 +10,7 @@
 //!
 //! # Security
 //!
-//! Never part of a shipped build: `host/build.rs` builds the component
+//! Never part of a shipped build: `host/engine/build.rs` builds the component
 //! without features, and only `host/tests/faults.rs` builds this variant,
 //! into a directory of its own. A shipped core that crashed on request
 //! would be a denial-of-service switch for any client.

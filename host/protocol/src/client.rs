@@ -34,8 +34,9 @@
 //! deadline passes halfway leaves the connection out of step (part of a
 //! request sent, or a reply still to come): drop the client after any
 //! error. Reply bytes that arrive past the end of a reply, which a
-//! well-behaved server never sends, stay unzeroized in the buffer until
-//! consumed, and a buffer that grows leaves its old allocation unzeroized.
+//! well-behaved server never sends, stay in the buffer until consumed or
+//! until the client drops (which zeroizes it), and a buffer that grows
+//! leaves its old allocation unzeroized.
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -110,7 +111,7 @@ impl Client {
     /// longer than `timeout`; another [`ClientError`] as for
     /// [`Client::connect`].
     pub fn connect_within(path: impl AsRef<Path>, timeout: Duration) -> Result<Client, ClientError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(Instant::now(), timeout);
         let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
         // SO_SNDTIMEO bounds a blocking connect of a UNIX socket on Linux;
         // it runs out with EAGAIN, which std reports as WouldBlock.
@@ -245,8 +246,24 @@ impl Client {
     }
 }
 
+impl Drop for Client {
+    /// Wipe what is left of a reply: a client dropped after an error may
+    /// hold part of a session or a ticket plaintext.
+    fn drop(&mut self) {
+        self.buf.zeroize();
+    }
+}
+
 /// The time left until `deadline`, or [`io::ErrorKind::TimedOut`] once it
 /// has passed (a zero timeout would mean "no timeout" to the OS).
+/// `now + wait`, or a century from now when that sum does not fit in an
+/// [`Instant`]: a caller's `Duration::MAX` means "no limit", and must not
+/// panic the way `Instant + Duration` does on overflow.
+pub fn deadline_after(now: Instant, wait: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(wait).or_else(|| now.checked_add(CENTURY)).unwrap_or(now)
+}
+
 fn remaining(deadline: Instant) -> io::Result<Duration> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() { Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed")) } else { Ok(left) }

@@ -88,8 +88,26 @@ fn versions(tls12: bool) -> &'static [&'static rustls::SupportedProtocolVersion]
     if tls12 { &TLS12_ONLY } else { &TLS13_ONLY }
 }
 
+impl Args {
+    /// Refuse the flags that would make no measurement (a division by zero,
+    /// a median of nothing, a runtime without workers).
+    fn check(&self) -> Result<(), String> {
+        if self.concurrency == 0 || self.rounds == 0 || self.workers == 0 {
+            return Err("--concurrency, --rounds and --workers must be at least 1".into());
+        }
+        if self.handshakes < self.concurrency {
+            return Err(format!(
+                "--handshakes ({}) must be at least --concurrency ({}): each client task makes handshakes / concurrency",
+                self.handshakes, self.concurrency
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn main() -> Result<(), Box<dyn Error>> {
     let args = Args::parse();
+    args.check().map_err(|e| format!("handshake_rate: {e}"))?;
     tokio::runtime::Builder::new_multi_thread().worker_threads(args.workers).enable_all().build()?.block_on(run(args))
 }
 

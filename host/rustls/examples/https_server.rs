@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! # a daemon with a cache for it (the defaults are smtpd, smtp and lmtp):
-//! printf '[caches.smtpd]\n[caches.https]\n' > /tmp/tlskeeper.toml
+//! printf 'ticket_cache = "https"\n[caches.smtpd]\n[caches.https]\n' > /tmp/tlskeeper.toml
 //! tlskeeper serve --config /tmp/tlskeeper.toml --socket /tmp/tlskeeper/tlsmgr &
 //! # two workers:
 //! https_server --socket /tmp/tlskeeper/tlsmgr --listen 127.0.0.1:8443 &
@@ -205,11 +205,25 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, peer) = accepted?;
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    // Out of descriptors or memory, or a connection reset
+                    // before it was accepted: the listener is still good.
+                    // Stopping the server would turn a burst of clients into
+                    // an outage; a short pause keeps an error that repeats
+                    // (EMFILE) from spinning.
+                    Err(e) => {
+                        tracing::warn!("accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
                 let (acceptor, served) = (acceptor.clone(), Arc::clone(&served));
                 tokio::spawn(async move {
-                    if let Err(e) = serve(acceptor, stream, &served).await {
-                        tracing::debug!("{peer}: {e}");
+                    match tokio::time::timeout(CONNECTION_TIME, serve(acceptor, stream, &served)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::debug!("{peer}: {e}"),
+                        Err(_) => tracing::debug!("{peer}: not done within {CONNECTION_TIME:?}"),
                     }
                 });
             }
@@ -225,6 +239,12 @@ async fn run(args: Args) -> Result<(), Box<dyn Error>> {
     }
     Ok(())
 }
+
+/// The longest one connection is served, all of it: each read is bounded
+/// too, but a client sending a byte just before each read's limit would
+/// otherwise hold its connection (and, embedded, a handle to the core that
+/// `close` waits for) for as long as it liked.
+const CONNECTION_TIME: Duration = Duration::from_secs(20);
 
 /// One connection: the handshake, one request, the answer.
 async fn serve(acceptor: TlsAcceptor, stream: TcpStream, served: &Served) -> Result<(), Box<dyn Error>> {

@@ -33,10 +33,12 @@
 //! ```
 //!
 //! The daemon needs a cache for the store (its defaults are Postfix's
-//! `smtpd`, `smtp` and `lmtp`):
+//! `smtpd`, `smtp` and `lmtp`), and its ticket keys should follow that
+//! cache's timeout rather than smtpd's:
 //!
 //! ```toml
-//! [caches.smtpd]      # a [caches] table replaces the defaults
+//! ticket_cache = "https"   # whose timeout drives the ticket keys
+//! [caches.smtpd]           # a [caches] table replaces the defaults
 //! [caches.https]
 //! timeout = 3600
 //! ```
@@ -61,8 +63,11 @@
 //! sealed ticket back (`tktseal`), and sends a client's ticket and gets the
 //! plaintext back, or a refusal (`tktopen`); it never asks for a key
 //! (`tktkey`, Postfix's request, is not used). A worker that is
-//! compromised leaks the sessions it handles, as any TLS server does, but
-//! no key that would open the tickets of other workers or of the past.
+//! compromised leaks the sessions it handles, as any TLS server does, and
+//! while it can reach the socket it can have the daemon open tickets it
+//! has captured whose key still decrypts; but it learns no key: once it is
+//! cut off it can open and seal nothing, and tickets whose keys have left
+//! the ring stay closed to it for good.
 //! Sessions go through the same socket (`lookup`, `update`, `take`), and
 //! `policy` once at start. The integration tests check by what crosses the
 //! socket that nothing else does.

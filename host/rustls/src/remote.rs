@@ -2,40 +2,8 @@
 //! [`Remote`] sends a request on an idle connection or a new one and gives
 //! up after [`RemoteOptions::timeout`].
 //!
-//! A rustls server calls its session store and ticketer in the middle of a
-//! handshake, synchronously, so the daemon's answer is on the handshake's
-//! path. The rules that keep it short:
-//!
-//! - **One deadline per request.** Connecting, sending and reading the reply
-//!   together get [`RemoteOptions::timeout`] (250 ms by default), the retry
-//!   below included. A daemon that is slow is treated as one that is away.
-//! - **A stale connection is retried once.** A pooled connection may have
-//!   been closed by the daemon since it was last used (the daemon's idle
-//!   timeout, a restart); when one fails without timing out, the request is
-//!   sent once more on a fresh connection, within the same deadline.
-//! - **Backoff.** After a timeout, or a failure on a fresh connection (the
-//!   daemon refuses connections, or answers nonsense), requests fail at
-//!   once for [`RemoteOptions::retry_after`] (1 s), and the idle connections
-//!   are dropped. After that one request, the probe, is let through while
-//!   the others still fail at once: if it succeeds the daemon is back (no
-//!   restart of anything needed), if it fails the backoff starts again.
-//!   Without it, a hung daemon would cost every handshake the whole
-//!   timeout.
-//!
-//! **The bound.** A request waits at most the timeout. A daemon that
-//! fails (away, hung, refusing connections) costs a handshake at most one
-//! timeout: its first failure starts the backoff, and the handshake's later
-//! requests fail at once. A daemon that answers, but slowly, can cost each
-//! answered request up to the timeout; an ordinary handshake makes at most
-//! [`REQUESTS_PER_HANDSHAKE`] requests (TLS 1.3 with one ticket sent: open
-//! the offered ticket, seal the next; TLS 1.2: store the session and seal
-//! its ticket, or one lookup or open to resume). So a handshake waits at
-//! most [`RemoteOptions::handshake_bound`], twice the timeout (500 ms by
-//! default), whatever the daemon does. Beyond that bound, and only against
-//! a slow daemon: each further TLS 1.3 ticket sent adds a request, a TLS 1.2
-//! client offering a session id that misses while tickets are on makes
-//! three (lookup, store, seal), and a TLS 1.3 client offering several
-//! tickets makes one open for each.
+//! The rules that bound every wait, and the bound they give a handshake,
+//! are on [`Remote`] itself, where rustdoc shows them.
 //!
 //! # Security
 //!
@@ -58,12 +26,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tlskeeper_protocol::{
-    client::{Client, ClientError},
+    client::{Client, ClientError, deadline_after},
     tlsmgr,
 };
 
 /// Most requests an ordinary rustls handshake makes (one TLS 1.3 ticket
-/// sent); the module docs list the exceptions.
+/// sent); [`Remote`]'s docs list the exceptions.
 pub const REQUESTS_PER_HANDSHAKE: u32 = 2;
 
 /// How a [`Remote`] waits and pools.
@@ -121,6 +89,41 @@ pub enum RemoteError {
 
 /// Connections to one daemon socket; shared by every handshake of a
 /// process (put it behind an `Arc`, as [`crate::Backend`] does).
+///
+/// A rustls server calls its session store and ticketer in the middle of a
+/// handshake, synchronously, so the daemon's answer is on the handshake's
+/// path. The rules that keep it short:
+///
+/// - **One deadline per request.** Connecting, sending and reading the reply
+///   together get [`RemoteOptions::timeout`] (250 ms by default), the retry
+///   below included. A daemon that is slow is treated as one that is away.
+/// - **A stale connection is retried once.** A pooled connection may have
+///   been closed by the daemon since it was last used (the daemon's idle
+///   timeout, a restart); when one fails without timing out, the request is
+///   sent once more on a fresh connection, within the same deadline.
+/// - **Backoff.** After a timeout, or a failure on a fresh connection (the
+///   daemon refuses connections, or answers nonsense), requests fail at
+///   once for [`RemoteOptions::retry_after`] (1 s), and the idle connections
+///   are dropped. After that one request, the probe, is let through while
+///   the others still fail at once: if it succeeds the daemon is back (no
+///   restart of anything needed), if it fails the backoff starts again.
+///   Without it, a hung daemon would cost every handshake the whole
+///   timeout.
+///
+/// **The bound.** A request waits at most the timeout. A daemon that
+/// fails (away, hung, refusing connections) costs a handshake at most one
+/// timeout: its first failure starts the backoff, and the handshake's later
+/// requests fail at once. A daemon that answers, but slowly, can cost each
+/// answered request up to the timeout; an ordinary handshake makes at most
+/// [`REQUESTS_PER_HANDSHAKE`] requests (TLS 1.3 with one ticket sent: open
+/// the offered ticket, seal the next; TLS 1.2: store the session and seal
+/// its ticket, or one lookup or open to resume). So a handshake waits at
+/// most [`RemoteOptions::handshake_bound`], twice the timeout (500 ms by
+/// default), whatever the daemon does. Beyond that bound, and only against
+/// a slow daemon: each further TLS 1.3 ticket sent adds a request, a TLS 1.2
+/// client offering a session id that misses while tickets are on makes
+/// three (lookup, store, seal), and a TLS 1.3 client offering several
+/// tickets makes one open for each.
 pub struct Remote {
     path: PathBuf,
     options: RemoteOptions,
@@ -183,7 +186,7 @@ impl Remote {
     pub fn request(&self, request: &tlsmgr::Request) -> Result<tlsmgr::Reply, RemoteError> {
         let started = Instant::now();
         let admission = self.admit(started)?;
-        let deadline = started + self.options.timeout;
+        let deadline = deadline_after(started, self.options.timeout);
         if let Some(client) = self.checkout() {
             match self.exchange(client, request, deadline) {
                 Ok(reply) => return Ok(self.succeeded(admission, reply)),
@@ -212,7 +215,7 @@ impl Remote {
             Some(until) if now < until => Err(RemoteError::Backoff(until - now)),
             Some(_) => {
                 // Hold the others back for as long as the probe may take.
-                breaker.until = Some(now + self.options.timeout);
+                breaker.until = Some(deadline_after(now, self.options.timeout));
                 Ok(Admission::Probe)
             }
         }
@@ -228,7 +231,7 @@ impl Remote {
     /// Start (or restart) the backoff and forget the idle connections, which
     /// lead to a daemon that has just failed.
     fn failed(&self, error: RemoteError) -> RemoteError {
-        lock(&self.breaker).until = Some(Instant::now() + self.options.retry_after);
+        lock(&self.breaker).until = Some(deadline_after(Instant::now(), self.options.retry_after));
         lock(&self.idle).clear();
         error
     }

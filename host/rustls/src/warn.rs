@@ -22,7 +22,7 @@
 //! two requests of a quiet server may never be reported as over.
 
 use std::fmt::Display;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
 use tlskeeper_engine::throttle::{self, Verdict};
@@ -57,20 +57,18 @@ impl Kind {
 /// Which kinds are going on, and the budget of their lines.
 #[derive(Default)]
 pub(crate) struct Warnings {
-    /// One bit per [`Kind`] warned about and not yet over.
-    active: Mutex<u8>,
+    /// One bit per [`Kind`] warned about and not yet over. An atomic, not
+    /// a mutex: every successful request reads it, and a lock there would
+    /// make every handshake of the process meet at one point.
+    active: AtomicU8,
     throttle: throttle::Throttle,
 }
 
 impl Warnings {
     /// A request failed with `kind`: warn if that kind was not going on.
     pub(crate) fn failed(&self, kind: Kind, why: &dyn Display) {
-        {
-            let mut active = self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if *active & kind.bit() != 0 {
-                return;
-            }
-            *active |= kind.bit();
+        if self.active.fetch_or(kind.bit(), Ordering::Relaxed) & kind.bit() != 0 {
+            return;
         }
         if self.allowed(kind.label()) {
             tracing::warn!("{why}; TLS sessions are not resumed and tickets not issued until it answers");
@@ -79,10 +77,12 @@ impl Warnings {
 
     /// A request succeeded: say so if any kind of failure was going on.
     pub(crate) fn succeeded(&self) {
-        let was = {
-            let mut active = self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            std::mem::take(&mut *active)
-        };
+        // A plain load first, so that the common case (nothing going on)
+        // writes nothing shared.
+        if self.active.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let was = self.active.swap(0, Ordering::Relaxed);
         if was == 0 {
             return;
         }
@@ -107,7 +107,7 @@ impl Warnings {
     /// The kinds going on (for tests).
     #[cfg(test)]
     pub(crate) fn active(&self) -> Vec<Kind> {
-        let active = *self.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let active = self.active.load(Ordering::Relaxed);
         Kind::ALL.into_iter().filter(|k| active & k.bit() != 0).collect()
     }
 }
@@ -115,7 +115,7 @@ impl Warnings {
 #[cfg(test)]
 mod tests {
     use std::io;
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
 
     use super::*;
 

@@ -36,7 +36,7 @@ pub fn runtime() -> &'static Runtime {
 
 /// The guest built with `feature` (one of its never-shipped test
 /// features), by a nested cargo build into Cargo's per-target temporary
-/// directory, as `host/build.rs` builds the real one; once per feature and
+/// directory, as `host/engine/build.rs` builds the real one; once per feature and
 /// test binary.
 pub fn guest_with_feature(feature: &'static str) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<(&'static str, PathBuf)>> = std::sync::Mutex::new(Vec::new());
