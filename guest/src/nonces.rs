@@ -62,12 +62,7 @@ impl Nonces {
     /// # Errors
     ///
     /// Those of [`Prng::fill`], only when a key is drawn.
-    pub fn next(
-        &mut self,
-        caps: &mut impl Capabilities,
-        prng: &mut Prng,
-        now_nanos: u64,
-    ) -> Result<[u8; NONCE_LEN]> {
+    pub fn next(&mut self, caps: &mut impl Capabilities, prng: &mut Prng, now_nanos: u64) -> Result<[u8; NONCE_LEN]> {
         if self.next == u64::MAX {
             self.key = None;
         }
