@@ -131,6 +131,11 @@ mod tests {
     }
 
     #[test]
+    fn scan_in_order() {
+        crate::storage::contract::scan_in_order(&mut MemoryStorage::new());
+    }
+
+    #[test]
     fn scan_is_ordered_exclusive_and_limited() {
         let mut s = MemoryStorage::new();
         for k in [b"c", b"a", b"d", b"b"] {

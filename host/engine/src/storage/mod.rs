@@ -7,6 +7,9 @@
 //!
 //! Contract, for every backend:
 //! - tables are created on first `put`; a missing table reads as empty;
+//! - `put_if_absent` stores only where nothing is, atomically against
+//!   every other writer of the store (one process, or every node of a
+//!   fleet sharing a Redis);
 //! - `scan` returns keys in ascending bytewise order, strictly after `after`;
 //! - `stat` counts entries and the sum of key and value lengths, and is cheap
 //!   (the core calls it on every update);
@@ -38,6 +41,7 @@ pub mod file;
 pub mod kek;
 pub mod memory;
 pub mod overlay;
+pub mod redis;
 pub mod sealed;
 pub mod split;
 
@@ -89,6 +93,23 @@ pub trait Storage: Send + fmt::Debug {
     fn get(&mut self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
     /// Store `value` under `key`, replacing any previous value.
     fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError>;
+    /// Store `value` under `key` only if nothing is there; returns `None`
+    /// when it stored, or the value already there (and stores nothing).
+    /// Atomic against every other writer of the same store: this is how
+    /// nodes sharing one store agree on a single value (the sealing key
+    /// check, ticket keys). The default suits backends that only this
+    /// process writes.
+    ///
+    /// # Errors
+    ///
+    /// As for `get` and `put`.
+    fn put_if_absent(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        if let Some(existing) = self.get(table, key)? {
+            return Ok(Some(existing));
+        }
+        self.put(table, key, value)?;
+        Ok(None)
+    }
     /// Remove `key`; true when it was present.
     fn delete(&mut self, table: &str, key: &[u8]) -> Result<bool, StorageError>;
     /// Up to `limit` entries with keys strictly after `after`, ascending.
@@ -204,5 +225,38 @@ pub(crate) mod contract {
         assert!(!s.delete("t", b"k").unwrap());
         assert_eq!(s.stat("t").unwrap(), TableStat::default());
         assert_eq!(s.stat("missing").unwrap(), TableStat::default());
+        assert_eq!(s.put_if_absent("t", b"once", b"first").unwrap(), None);
+        assert_eq!(s.put_if_absent("t", b"once", b"second").unwrap().as_deref(), Some(&b"first"[..]));
+        assert_eq!(s.get("t", b"once").unwrap().as_deref(), Some(&b"first"[..]));
+        assert_eq!(s.stat("t").unwrap(), TableStat { entries: 1, bytes: 9 });
+        assert!(s.delete("t", b"once").unwrap());
+    }
+
+    /// `scan`: bytewise order (a shorter key before its extensions, 0xff
+    /// last), strictly after `after`, at most `limit`, tables apart.
+    pub(crate) fn scan_in_order(s: &mut dyn Storage) {
+        let keys: [&[u8]; 6] = [b"\xff", b"b", b"a\x00", b"a", b"", b"ab"];
+        for k in keys {
+            s.put("t", k, k).unwrap();
+        }
+        s.put("other", b"a", b"x").unwrap();
+        let all: Vec<Vec<u8>> = s
+            .scan("t", None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| {
+                assert_eq!(k, v);
+                k
+            })
+            .collect();
+        let want: Vec<Vec<u8>> = [&b""[..], b"a", b"a\x00", b"ab", b"b", b"\xff"].iter().map(|k| k.to_vec()).collect();
+        assert_eq!(all, want);
+        let page: Vec<Vec<u8>> = s.scan("t", Some(b"a"), 2).unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(page, want[2..4]);
+        let from_empty: Vec<Vec<u8>> = s.scan("t", Some(b""), 1).unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(from_empty, want[1..2], "after the empty key is not from the start");
+        assert!(s.scan("t", Some(b"\xff"), 10).unwrap().is_empty());
+        assert!(s.scan("t", None, 0).unwrap().is_empty());
+        assert!(s.scan("missing", None, 10).unwrap().is_empty());
     }
 }

@@ -246,7 +246,13 @@ impl<S: Storage> Sealed<S> {
             None if inner_is_empty => {
                 let mut record = kek.fingerprint_bytes().to_vec();
                 record.extend(seal(&kek, CHECK_TABLE, CHECK_KEY, CHECK_PLAINTEXT).map_err(storage_error)?);
-                inner.put(CHECK_TABLE, CHECK_KEY, &record).map_err(storage_error)?;
+                // Put-if-absent: nodes of a fleet starting at once on an
+                // empty shared store must not each install their own
+                // check; the one that loses is checked against the winner's
+                // as if it had been there all along.
+                if inner.put_if_absent(CHECK_TABLE, CHECK_KEY, &record).map_err(storage_error)?.is_some() {
+                    return Self::open(inner, kek, location, false);
+                }
                 // Durable before any record sealed under this key can be.
                 inner.flush().map_err(storage_error)?;
             }
@@ -408,6 +414,25 @@ impl<S: Storage> Storage for Sealed<S> {
         self.inner.put(table, key, &record)
     }
 
+    fn put_if_absent(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        not_reserved(table)?;
+        check_sizes(table, key, Some(value))?;
+        let record = seal(&self.kek, table, key, value)?;
+        // A record there that fails authentication holds no value: it is
+        // rejected as a `get` would, and the put tried once more. Twice is
+        // someone writing forgeries as fast as they are removed.
+        for _ in 0..2 {
+            match self.inner.put_if_absent(table, key, &record)? {
+                None => return Ok(None),
+                Some(existing) => match open_record(&self.kek, table, key, existing) {
+                    Some(value) => return Ok(Some(value)),
+                    None => self.reject(table, key)?,
+                },
+            }
+        }
+        Err(StorageError::Io(format!("table {table}: records that fail authentication keep reappearing under one key")))
+    }
+
     fn delete(&mut self, table: &str, key: &[u8]) -> Result<bool, StorageError> {
         not_reserved(table)?;
         self.inner.delete(table, key)
@@ -509,6 +534,7 @@ mod tests {
     #[test]
     fn contract() {
         crate::storage::contract::put_get_replace_delete(&mut sealed());
+        crate::storage::contract::scan_in_order(&mut sealed());
     }
 
     #[test]

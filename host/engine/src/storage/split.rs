@@ -86,6 +86,10 @@ impl<S: Storage> Storage for Split<S> {
         self.route(table).put(table, key, value)
     }
 
+    fn put_if_absent(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.route(table).put_if_absent(table, key, value)
+    }
+
     fn delete(&mut self, table: &str, key: &[u8]) -> Result<bool, StorageError> {
         self.route(table).delete(table, key)
     }
@@ -143,5 +147,7 @@ mod tests {
     fn meets_the_backend_contract() {
         let mut split = Split::new(MemoryStorage::new(), ["t".to_owned()]).unwrap();
         crate::storage::contract::put_get_replace_delete(&mut split);
+        crate::storage::contract::scan_in_order(&mut Split::new(MemoryStorage::new(), ["t".to_owned()]).unwrap());
+        crate::storage::contract::scan_in_order(&mut Split::new(MemoryStorage::new(), []).unwrap());
     }
 }

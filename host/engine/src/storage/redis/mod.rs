@@ -1,0 +1,511 @@
+//! The Redis backend: the core's tables in a Redis (or Valkey) server that
+//! several tlskeeper nodes share, so that a fleet agrees on ticket keys and
+//! finds each other's sessions.
+//!
+//! [`RedisStorage`] implements the [`Storage`] contract on one Redis 7
+//! server, reached over TCP (`redis://HOST:PORT/DB`), TLS
+//! (`rediss://HOST:PORT/DB`, with a CA file) or a UNIX socket
+//! (`redis+unix:///PATH?db=DB`). Tables are laid out as [`layout`] says;
+//! every change that touches more than one Redis key is one Lua script, so
+//! nodes writing at once never see or leave a table half-changed.
+//!
+//! The client is the `redis` crate (redis-rs): the Rust client the Redis
+//! project lists first, kept since 2013, synchronous API with socket
+//! timeouts, TLS through rustls and script caching (EVALSHA, falling back
+//! to EVAL). Writing a RESP client here was rejected: the protocol is
+//! simple, but reconnection, TLS and errors are where clients go wrong.
+//!
+//! # Waiting
+//!
+//! Every call is bounded by [`RedisOptions::timeout`] (connect, and each
+//! read and write): the core's lock is held meanwhile, so a slow Redis
+//! must cost a request a small, known wait and then an error. After a
+//! failure that says the server cannot be reached, calls fail at once for
+//! [`RedisOptions::retry_after`] and then the next call tries again (a new
+//! connection), so that a Redis that is down costs each Postfix request
+//! nothing, rather than a connect timeout each. Going down and coming back
+//! are logged once each (and through the throttle, so that a flapping
+//! server cannot fill the log); no restart is needed.
+//!
+//! # Security
+//!
+//! Trusted: nothing stored. Whoever can reach the Redis server may read,
+//! change or delete anything in it; the sealing layer above this backend
+//! ([`super::sealed`]) keeps values unreadable and unforgeable, so this
+//! module is given only sealed records. The password is read from a file
+//! by the caller ([`RedisOptions::password`]); a URL with a password in it
+//! is refused, so that it is never on a command line or in the settings
+//! file, and the location logged is the URL without credentials.
+//!
+//! # Limitations
+//!
+//! - Durability is Redis's: `flush` does nothing, and a write survives a
+//!   Redis crash only as Redis's own persistence allows (`appendonly yes`
+//!   and `appendfsync always` for every write; `everysec` may lose the last
+//!   second). README "Fleet" says what a lost ticket key costs.
+//! - Standalone servers only here; Redis Cluster comes with the same
+//!   layout (every table in one slot).
+//! - The password stays in the client's memory, unzeroized, for as long as
+//!   the backend lives: the client library keeps it to reconnect.
+//! - Keys and value lengths are visible to whoever reads Redis, as in every
+//!   backend (see [`super::sealed`]).
+
+pub mod layout;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use redis::{Client, Connection, ConnectionAddr, IntoConnectionInfo, RedisError, Script};
+use zeroize::Zeroizing;
+
+use self::layout::TableKeys;
+use super::{Entry, Storage, StorageError, TableStat, check_sizes};
+use crate::throttle::{Throttle, Verdict};
+
+/// How to reach the server and how long to wait.
+#[derive(Clone)]
+pub struct RedisOptions {
+    /// `redis://HOST:PORT/DB`, `rediss://HOST:PORT/DB` or
+    /// `redis+unix:///PATH?db=DB`; a user name may be in it, a password
+    /// may not.
+    pub url: String,
+    /// The ACL user's password (read from a file by the caller).
+    pub password: Option<Zeroizing<String>>,
+    /// PEM file of the CA that signed the server's certificate, for
+    /// `rediss://` (none: the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// Namespace of every key, so that several fleets can share a server.
+    pub prefix: String,
+    /// The longest wait of one call: connecting, and each read or write.
+    pub timeout: Duration,
+    /// After the server could not be reached, how long calls fail at once.
+    pub retry_after: Duration,
+}
+
+impl RedisOptions {
+    /// Defaults for `url`: prefix `tlskeeper`, 200 ms timeout, 1 s backoff.
+    pub fn new(url: impl Into<String>) -> RedisOptions {
+        RedisOptions {
+            url: url.into(),
+            password: None,
+            ca_file: None,
+            prefix: "tlskeeper".into(),
+            timeout: Duration::from_millis(200),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+impl fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // No password, only whether there is one.
+        f.debug_struct("RedisOptions")
+            .field("url", &self.url)
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field("ca_file", &self.ca_file)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("retry_after", &self.retry_after)
+            .finish()
+    }
+}
+
+/// Why a Redis store could not be set up. Each message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisSetupError {
+    /// The URL does not parse as a Redis URL.
+    #[error(
+        "store URL {url:?} is not a Redis URL ({reason}); use redis://HOST:PORT/DB, rediss://HOST:PORT/DB or redis+unix:///PATH?db=DB"
+    )]
+    BadUrl {
+        /// The URL as given, without credentials.
+        url: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// The URL carries a password.
+    #[error(
+        "store URL {0:?} contains a password; put the password in a file named by store_password_file (--store-password-file) instead, so it never appears in settings, command lines or logs"
+    )]
+    PasswordInUrl(String),
+    /// The prefix would break the key layout.
+    #[error("store prefix {0:?} must be 1 to 64 characters, without '{{' or '}}'")]
+    BadPrefix(String),
+    /// The CA file could not be read.
+    #[error("cannot read the store's CA file {path}: {source}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A CA file was given for a URL that is not `rediss://`.
+    #[error("store_ca_file is set, but the store URL {0:?} does not use TLS (rediss://)")]
+    CaWithoutTls(String),
+    /// The client refused the settings.
+    #[error("cannot set up the Redis client for {location}: {reason}")]
+    Client {
+        /// The URL without credentials.
+        location: String,
+        /// What the client said.
+        reason: String,
+    },
+    /// The first contact failed: the server is away, or refuses us.
+    #[error("cannot use the Redis store at {location}: {reason}")]
+    Unreachable {
+        /// The URL without credentials.
+        location: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// The core's tables in one Redis server.
+pub struct RedisStorage {
+    client: Client,
+    location: String,
+    options: RedisOptions,
+    connection: Option<Connection>,
+    /// Calls fail at once until then, after the server could not be reached.
+    down_until: Option<Instant>,
+    /// True from a failure to reach the server until a call succeeds: the
+    /// recovery is logged once.
+    down: bool,
+    /// Tables known to be in the registry, so that it is written once per
+    /// table and process rather than on every put.
+    registered: BTreeSet<String>,
+    scripts: Scripts,
+    throttle: Throttle,
+}
+
+struct Scripts {
+    put: Script,
+    put_if_absent: Script,
+    delete: Script,
+    scan: Script,
+}
+
+impl fmt::Debug for RedisStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStorage").field("location", &self.location).field("prefix", &self.options.prefix).finish()
+    }
+}
+
+impl RedisStorage {
+    /// Set up the client for `options` and make a first contact, so that a
+    /// wrong address, password or permission stops the start with a clear
+    /// message rather than failing every request later.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisSetupError`].
+    pub fn connect(options: RedisOptions) -> Result<RedisStorage, RedisSetupError> {
+        let (client, location) = client_for(&options)?;
+        let mut storage = RedisStorage {
+            client,
+            location,
+            options,
+            connection: None,
+            down_until: None,
+            down: false,
+            registered: BTreeSet::new(),
+            scripts: Scripts {
+                put: layout::put(),
+                put_if_absent: layout::put_if_absent(),
+                delete: layout::delete(),
+                scan: layout::scan(),
+            },
+            throttle: Throttle::new(),
+        };
+        let pong: Result<String, StorageError> = storage.call(|con, _| redis::cmd("PING").query(con));
+        match pong {
+            Ok(_) => Ok(storage),
+            Err(e) => Err(RedisSetupError::Unreachable { location: storage.location.clone(), reason: e.to_string() }),
+        }
+    }
+
+    /// The server, as logged: the URL without credentials, and the prefix.
+    pub fn describe(&self) -> String {
+        format!("the Redis store {} (prefix {})", self.location, self.options.prefix)
+    }
+
+    /// True when no table of this prefix holds anything: a new fleet.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError`] when the server cannot be asked.
+    pub fn is_empty(&mut self) -> Result<bool, StorageError> {
+        let registry = layout::registry(&self.options.prefix);
+        let tables: Vec<String> = self.call(|con, _| redis::cmd("SMEMBERS").arg(&registry).query(con))?;
+        for table in tables {
+            if self.stat(&table)?.entries > 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Run `f` on a connection, connecting first if needed; map and
+    /// account its errors (the backoff, the once-only log lines).
+    fn call<T>(
+        &mut self,
+        f: impl FnOnce(&mut Connection, &Scripts) -> Result<T, RedisError>,
+    ) -> Result<T, StorageError> {
+        let now = Instant::now();
+        if let Some(until) = self.down_until {
+            if now < until {
+                return Err(StorageError::Unavailable(format!(
+                    "{} could not be reached; trying again in {} ms",
+                    self.location,
+                    (until - now).as_millis()
+                )));
+            }
+            self.down_until = None;
+        }
+        let outcome = match self.connection.take() {
+            Some(con) => Ok(con),
+            None => self.open_connection(),
+        }
+        .and_then(|mut con| {
+            let result = f(&mut con, &self.scripts);
+            // A connection that failed may be out of step: drop it.
+            if result.as_ref().is_ok() || result.as_ref().is_err_and(|e| !unreachable(e)) {
+                self.connection = Some(con);
+            }
+            result
+        });
+        match outcome {
+            Ok(value) => {
+                if self.down {
+                    self.down = false;
+                    self.log("tlskeeper redis back", format_args!("{} answers again", self.describe()));
+                }
+                Ok(value)
+            }
+            Err(e) if unreachable(&e) => {
+                self.down_until = Some(now + self.options.retry_after);
+                if !self.down {
+                    self.down = true;
+                    self.log(
+                        "tlskeeper redis down",
+                        format_args!(
+                            "{} cannot be reached ({e}); requests that need it fail until it answers, tried again every {} ms",
+                            self.describe(),
+                            self.options.retry_after.as_millis()
+                        ),
+                    );
+                }
+                Err(StorageError::Unavailable(format!("{}: {e}", self.location)))
+            }
+            // Up, but not serving now (a long script, loading its data, a
+            // cluster failing over): this request fails, the next may not.
+            Err(e) if e.code().is_some_and(|code| TRANSIENT.contains(&code)) => {
+                Err(StorageError::Unavailable(format!("{}: {e}", self.location)))
+            }
+            Err(e) => Err(StorageError::Io(format!("{} refused a command: {e}", self.location))),
+        }
+    }
+
+    fn open_connection(&self) -> Result<Connection, RedisError> {
+        let con = self.client.get_connection_with_timeout(self.options.timeout)?;
+        con.set_read_timeout(Some(self.options.timeout))?;
+        con.set_write_timeout(Some(self.options.timeout))?;
+        Ok(con)
+    }
+
+    fn log(&self, kind: &'static str, message: fmt::Arguments<'_>) {
+        match self.throttle.check(kind, Instant::now()) {
+            Verdict::Log { held_back: 0 } => tracing::warn!("{message}"),
+            Verdict::Log { held_back } => tracing::warn!("{message} ({held_back} lines like this held back)"),
+            Verdict::Drop => {}
+        }
+    }
+
+    /// Name `table` in the registry, once per table and process.
+    fn register(&mut self, table: &str) -> Result<(), StorageError> {
+        if !self.registered.contains(table) {
+            let registry = layout::registry(&self.options.prefix);
+            let () = self.call(|con, _| redis::cmd("SADD").arg(&registry).arg(table).query(con))?;
+            self.registered.insert(table.to_owned());
+        }
+        Ok(())
+    }
+
+    /// The keys of `table`, once its name is known to fit the layout.
+    fn keys(&self, table: &str) -> Result<TableKeys, StorageError> {
+        if !layout::table_name_ok(table) {
+            return Err(StorageError::Io(format!("table name {table:?} cannot be stored in Redis ('{{' or '}}')")));
+        }
+        Ok(TableKeys::new(&self.options.prefix, table))
+    }
+}
+
+impl Storage for RedisStorage {
+    fn get(&mut self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        check_sizes(table, key, None)?;
+        let name = self.keys(table)?.value(key);
+        self.call(|con, _| redis::cmd("GET").arg(&name).query(con))
+    }
+
+    fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        check_sizes(table, key, Some(value))?;
+        let keys = self.keys(table)?;
+        self.register(table)?;
+        let value_key = keys.value(key);
+        self.call(|con, s| {
+            s.put
+                .key(&keys.idx)
+                .key(&keys.len)
+                .key(&keys.bytes)
+                .key(&value_key)
+                .arg(key)
+                .arg(value)
+                .arg(0u64)
+                .invoke(con)
+        })
+    }
+
+    fn put_if_absent(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        check_sizes(table, key, Some(value))?;
+        let keys = self.keys(table)?;
+        self.register(table)?;
+        let value_key = keys.value(key);
+        self.call(|con, s| {
+            s.put_if_absent
+                .key(&keys.idx)
+                .key(&keys.len)
+                .key(&keys.bytes)
+                .key(&value_key)
+                .arg(key)
+                .arg(value)
+                .arg(0u64)
+                .invoke(con)
+        })
+    }
+
+    fn delete(&mut self, table: &str, key: &[u8]) -> Result<bool, StorageError> {
+        check_sizes(table, key, None)?;
+        let keys = self.keys(table)?;
+        let value_key = keys.value(key);
+        let deleted: u64 = self.call(|con, s| {
+            s.delete.key(&keys.idx).key(&keys.len).key(&keys.bytes).key(&value_key).arg(key).invoke(con)
+        })?;
+        Ok(deleted > 0)
+    }
+
+    fn scan(&mut self, table: &str, after: Option<&[u8]>, limit: u32) -> Result<Vec<Entry>, StorageError> {
+        check_sizes(table, after.unwrap_or_default(), None)?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let keys = self.keys(table)?;
+        let flat: Vec<Vec<u8>> = self.call(|con, s| {
+            s.scan
+                .key(&keys.idx)
+                .key(&keys.len)
+                .key(&keys.bytes)
+                .key(&keys.value_prefix)
+                .arg(u8::from(after.is_some()))
+                .arg(after.unwrap_or_default())
+                .arg(limit)
+                .invoke(con)
+        })?;
+        if !flat.len().is_multiple_of(2) {
+            return Err(StorageError::Io(format!("{}: a scan answered an odd number of items", self.location)));
+        }
+        let mut entries = Vec::with_capacity(flat.len() / 2);
+        let mut items = flat.into_iter();
+        while let (Some(key), Some(value)) = (items.next(), items.next()) {
+            entries.push((key, value));
+        }
+        Ok(entries)
+    }
+
+    fn stat(&mut self, table: &str) -> Result<TableStat, StorageError> {
+        check_sizes(table, b"", None)?;
+        let keys = self.keys(table)?;
+        let (entries, bytes): (u64, Option<i64>) =
+            self.call(|con, _| redis::pipe().cmd("ZCARD").arg(&keys.idx).cmd("GET").arg(&keys.bytes).query(con))?;
+        // A negative total can only come from someone else's writes.
+        Ok(TableStat { entries, bytes: bytes.map_or(0, |b| u64::try_from(b).unwrap_or(0)) })
+    }
+}
+
+/// Error replies of a server that is up but cannot serve for now.
+const TRANSIENT: [&str; 6] = ["BUSY", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY"];
+
+/// Errors after which the connection, and perhaps the server, is gone.
+fn unreachable(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+}
+
+/// The client for `options`, and the location to log.
+fn client_for(options: &RedisOptions) -> Result<(Client, String), RedisSetupError> {
+    let bad = |reason: String| RedisSetupError::BadUrl { url: redacted(&options.url), reason };
+    if options.prefix.is_empty() || options.prefix.len() > 64 || !layout::table_name_ok(&options.prefix) {
+        return Err(RedisSetupError::BadPrefix(options.prefix.clone()));
+    }
+    let info = options.url.as_str().into_connection_info().map_err(|e| bad(e.to_string()))?;
+    if info.redis_settings().password().is_some() {
+        return Err(RedisSetupError::PasswordInUrl(redacted(&options.url)));
+    }
+    let location = redacted(&options.url);
+    let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+    let mut settings = info.redis_settings().clone();
+    if let Some(password) = &options.password {
+        settings = settings.set_password(password.as_str());
+    }
+    let info = info.set_redis_settings(settings);
+    let client_error = |e: RedisError| RedisSetupError::Client { location: location.clone(), reason: e.to_string() };
+    let client = match &options.ca_file {
+        Some(path) if tls => {
+            install_crypto_provider();
+            let pem = std::fs::read(path).map_err(|source| RedisSetupError::CaFile { path: path.clone(), source })?;
+            let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
+            Client::build_with_tls(info, certs).map_err(client_error)?
+        }
+        Some(_) => return Err(RedisSetupError::CaWithoutTls(location)),
+        None => {
+            if tls {
+                install_crypto_provider();
+            }
+            Client::open(info).map_err(client_error)?
+        }
+    };
+    Ok((client, location))
+}
+
+/// The redis client builds its TLS configuration from rustls's process-wide
+/// provider, which must be chosen when more than one is compiled in (an
+/// embedder may have ring beside aws-lc-rs). aws-lc-rs unless the process
+/// chose already.
+fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Err only when another thread installed one meanwhile: fine.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
+}
+
+/// `url` without a user name, a password or the query parameters that
+/// carry them (`user`, `pass`, `password`), for logs and messages.
+fn redacted(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (place, query) = rest.split_once('?').map_or((rest, None), |(p, q)| (p, Some(q)));
+    // Userinfo ends at the last '@' before the path.
+    let place = match place.split_once('/') {
+        Some((authority, path)) => format!("{}/{path}", authority.rsplit_once('@').map_or(authority, |(_, h)| h)),
+        None => place.rsplit_once('@').map_or(place, |(_, h)| h).to_owned(),
+    };
+    let kept: Vec<&str> = query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty() && !["user", "pass", "password"].contains(&p.split('=').next().unwrap_or_default()))
+        .collect();
+    let scheme = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
+    if kept.is_empty() { format!("{scheme}{place}") } else { format!("{scheme}{place}?{}", kept.join("&")) }
+}
