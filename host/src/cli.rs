@@ -57,6 +57,21 @@ pub enum Command {
     /// Load a tlsmgr-compatible socket (tlskeeper, Postfix's tlsmgr, ...)
     /// and report requests per second and latency.
     Bench(BenchArgs),
+    /// Key-encryption keys: `kek new FILE` makes one (mode 0600), for a
+    /// fleet whose nodes must all seal with the same key.
+    #[command(subcommand)]
+    Kek(KekCommand),
+}
+
+/// What `kek` does.
+#[derive(Debug, Subcommand)]
+pub enum KekCommand {
+    /// Make a new key in FILE (which must not exist) and print its
+    /// fingerprint; copy the file to every node of the fleet.
+    New {
+        /// Where to write it.
+        file: PathBuf,
+    },
 }
 
 /// Flags of `bench`.
@@ -113,6 +128,12 @@ pub struct ServeArgs {
     /// Key-encryption key that seals the state directory, created on first start [default: the file's `kek_file`, else <state-dir>/kek].
     #[arg(long, value_name = "FILE")]
     pub kek_file: Option<PathBuf>,
+    /// Keep the tables in this Redis server, shared by a fleet: redis://HOST:PORT/DB, rediss://HOST:PORT/DB or redis+unix:///PATH?db=DB, no password in it [default: the file's `store`, else the state directory].
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// File holding the Redis ACL user's password (mode 0600) [default: the file's `store_password_file`].
+    #[arg(long, value_name = "FILE")]
+    pub store_password_file: Option<PathBuf>,
     /// Seed file for the DRBG; "" for none [default: the file's `seed_file`, else <state-dir>/seed].
     #[arg(long, value_name = "FILE")]
     pub seed_file: Option<PathBuf>,
@@ -228,6 +249,11 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Client(args) => client(args),
         Command::Replay(args) => replay(args),
         Command::Bench(args) => bench(args),
+        Command::Kek(KekCommand::New { file }) => {
+            let kek = tlskeeper_engine::storage::kek::create(&file).map_err(|e| fail(73, e.to_string()))?;
+            println!("{}: new key-encryption key, fingerprint {}", file.display(), kek.fingerprint());
+            Ok(())
+        }
     }
 }
 
@@ -289,6 +315,12 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
     }
     if let Some(file) = args.seed_file {
         settings.seed_file = Some(file);
+    }
+    if let Some(url) = args.store {
+        settings.store = Some(url);
+    }
+    if let Some(file) = args.store_password_file {
+        settings.store_password_file = Some(file);
     }
     if let Some(dir) = args.compile_cache {
         settings.compile_cache_dir = Some(dir);

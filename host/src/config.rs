@@ -9,6 +9,11 @@
 //! socket = "/run/tlskeeper/tlsmgr"
 //! state_dir = "/var/lib/tlskeeper"  # omit to keep state in memory only
 //! kek_file = "/etc/tlskeeper/kek"   # default: <state_dir>/kek
+//! # store = "redis://10.0.0.5:6379/0"  # tables in a Redis a fleet shares
+//! # store_password_file = "/etc/tlskeeper/redis-password"
+//! # store_ca_file = "/etc/tlskeeper/redis-ca.pem"  # rediss:// only
+//! # store_prefix = "tlskeeper"    # namespace of every Redis key
+//! # store_timeout_ms = 200        # longest wait of one Redis call
 //! seed_file = "/var/lib/tlskeeper/seed"  # default: <state_dir>/seed; "" = none
 //! seed_update_period = 3600       # seconds, mean interval between seed saves
 //! ticket_cache = "smtpd"          # whose timeout drives ticket keys
@@ -47,6 +52,7 @@ use serde::Deserialize;
 use crate::server::ServerSettings;
 use tlskeeper_engine::bindings::manager::CacheConfig;
 use tlskeeper_engine::state::StateOptions;
+use tlskeeper_engine::storage::redis::RedisOptions;
 use tlskeeper_engine::{CoreConfig, Limits};
 
 /// The default socket path.
@@ -128,6 +134,17 @@ pub struct Settings {
     /// The key-encryption key that seals the state directory's store
     /// (`None` = `<state_dir>/kek`). Created on first start.
     pub kek_file: Option<PathBuf>,
+    /// Keep the tables in this Redis server (`redis://`, `rediss://`,
+    /// `redis+unix://`) instead of the state directory (`None`).
+    pub store: Option<String>,
+    /// The Redis ACL user's password, in a file only its owner may read.
+    pub store_password_file: Option<PathBuf>,
+    /// The CA that signed a `rediss://` server's certificate (PEM).
+    pub store_ca_file: Option<PathBuf>,
+    /// Namespace of every Redis key.
+    pub store_prefix: String,
+    /// Longest wait of one Redis call, in milliseconds.
+    pub store_timeout_ms: u64,
     /// The DRBG's seed file (`None` = `<state_dir>/seed` when there is a
     /// state directory; an empty path = no seed file).
     pub seed_file: Option<PathBuf>,
@@ -166,6 +183,11 @@ impl Default for Settings {
             socket_mode: "0666".into(),
             state_dir: None,
             kek_file: None,
+            store: None,
+            store_password_file: None,
+            store_ca_file: None,
+            store_prefix: "tlskeeper".into(),
+            store_timeout_ms: 200,
             seed_file: None,
             seed_update_period: 3600,
             compile_cache_dir: None,
@@ -270,6 +292,13 @@ impl Settings {
             kek_file: self.kek_file.clone(),
             seed_file: self.seed_file_path(),
             volatile_caches: self.volatile_caches(),
+            redis: self.store.as_ref().map(|url| RedisOptions {
+                password_file: self.store_password_file.clone(),
+                ca_file: self.store_ca_file.clone(),
+                prefix: self.store_prefix.clone(),
+                timeout: Duration::from_millis(self.store_timeout_ms.max(1)),
+                ..RedisOptions::new(url.clone())
+            }),
         }
     }
 

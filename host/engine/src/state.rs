@@ -33,6 +33,7 @@ use crate::caps::seed_file::SeedFileError;
 use crate::caps::{NoSeedFile, SeedFile, SeedStore};
 use crate::storage::file::{FileOptions, FileStorage, OpenError};
 use crate::storage::kek::{self, KekError};
+use crate::storage::redis::{RedisOptions, RedisSetupError, RedisStorage};
 use crate::storage::sealed::{SealError, Sealed};
 use crate::storage::split::{Split, cache_tables};
 use crate::storage::{MemoryStorage, Storage, StorageError};
@@ -56,6 +57,10 @@ pub struct StateOptions {
     pub seed_file: Option<PathBuf>,
     /// Caches kept in memory even when there is a state directory.
     pub volatile_caches: Vec<String>,
+    /// Keep the tables in this Redis server rather than in the state
+    /// directory: the store a fleet of nodes shares. The KEK must then
+    /// exist already (every node needs the same one).
+    pub redis: Option<RedisOptions>,
 }
 
 impl StateOptions {
@@ -66,10 +71,13 @@ impl StateOptions {
         StateOptions { seed_file: Some(dir.join("seed")), state_dir: Some(dir), ..StateOptions::default() }
     }
 
-    /// The KEK file, when there is a store to seal.
+    /// The KEK file, when there is a store to seal: the one named, else
+    /// `kek` in the state directory.
     pub fn kek_path(&self) -> Option<PathBuf> {
-        let dir = self.state_dir.as_ref()?;
-        Some(self.kek_file.clone().unwrap_or_else(|| dir.join("kek")))
+        if self.state_dir.is_none() && self.redis.is_none() {
+            return None;
+        }
+        self.kek_file.clone().or_else(|| self.state_dir.as_ref().map(|dir| dir.join("kek")))
     }
 }
 
@@ -120,6 +128,33 @@ pub enum StateError {
     /// The seed file's directory cannot be used.
     #[error(transparent)]
     SeedFile(#[from] SeedFileError),
+    /// The Redis store cannot be set up or reached.
+    #[error(transparent)]
+    Redis(#[from] RedisSetupError),
+    /// A Redis store was asked for, but neither a KEK file nor a state
+    /// directory to hold one.
+    #[error(
+        "a Redis store needs the fleet's key-encryption key: set kek_file (--kek-file), or a state_dir holding it as kek"
+    )]
+    RedisWithoutKek,
+    /// The KEK of a Redis store does not exist, and is not made here.
+    #[error(
+        "{kek} does not exist; every node of a fleet must seal with the same key-encryption key, so tlskeeper does \
+         not make one for a Redis store: create it once with `tlskeeper kek new {kek}` and copy it to every node"
+    )]
+    FleetKekMissing {
+        /// The missing key file.
+        kek: PathBuf,
+    },
+    /// The Redis store could not be inspected at start.
+    #[error("cannot read {store}: {source}")]
+    RedisRead {
+        /// The store, as described in messages.
+        store: String,
+        /// Why.
+        #[source]
+        source: StorageError,
+    },
 }
 
 impl StateError {
@@ -128,8 +163,13 @@ impl StateError {
     /// used.
     pub fn status(&self) -> i32 {
         match self {
-            StateError::Kek(_) | StateError::KekMissing { .. } | StateError::Seal { .. } => 78, // EX_CONFIG
-            _ => 73,                                                                            // EX_CANTCREAT
+            StateError::Kek(_)
+            | StateError::KekMissing { .. }
+            | StateError::Seal { .. }
+            | StateError::RedisWithoutKek
+            | StateError::FleetKekMissing { .. } => 78, // EX_CONFIG
+            StateError::Redis(_) | StateError::RedisRead { .. } => 69, // EX_UNAVAILABLE
+            _ => 73,                                                   // EX_CANTCREAT
         }
     }
 }
@@ -159,24 +199,46 @@ pub fn open_store(dir: &Path) -> Result<FileStorage, OpenError> {
 ///
 /// [`StateError`].
 pub fn assemble(store: Option<FileStorage>, options: &StateOptions) -> Result<State, StateError> {
-    let storage: Box<dyn Storage> = match store {
-        Some(store) => {
+    let storage: Box<dyn Storage> = match (store, &options.redis) {
+        (_, Some(redis)) => Box::new(fleet_store(redis, options)?),
+        (Some(store), None) => {
             // Never fall back to memory for a store that was opened: that
             // would be starting from nothing when told to keep state.
             let Some(kek_path) = options.kek_path() else {
                 return Err(StateError::NoKekFile(store.path()));
             };
             let sealed = seal(store, &kek_path)?;
-            let volatile = options.volatile_caches.iter().flat_map(|name| cache_tables(name)).collect::<Vec<_>>();
-            Box::new(Split::new(sealed, volatile).map_err(StateError::Purge)?)
+            Box::new(Split::new(sealed, volatile_tables(options)).map_err(StateError::Purge)?)
         }
-        None => Box::new(MemoryStorage::new()),
+        (None, None) => Box::new(MemoryStorage::new()),
     };
     let seed_file: Box<dyn SeedStore> = match options.seed_file.clone() {
         Some(path) => Box::new(SeedFile::open(&path)?),
         None => Box::new(NoSeedFile),
     };
     Ok(State { storage, seed_file })
+}
+
+fn volatile_tables(options: &StateOptions) -> Vec<String> {
+    options.volatile_caches.iter().flat_map(|name| cache_tables(name)).collect()
+}
+
+/// The Redis store, sealed under the fleet's KEK, which must exist.
+fn fleet_store(redis: &RedisOptions, options: &StateOptions) -> Result<Split<Sealed<RedisStorage>>, StateError> {
+    let kek_path = options.kek_path().ok_or(StateError::RedisWithoutKek)?;
+    let kek = kek::load(&kek_path)?.ok_or_else(|| StateError::FleetKekMissing { kek: kek_path.clone() })?;
+    let mut store = RedisStorage::connect(redis.clone())?;
+    let described = store.describe();
+    let read_error = |source| StateError::RedisRead { store: described.clone(), source };
+    let empty = store.is_empty().map_err(read_error)?;
+    let fingerprint = kek.fingerprint();
+    let sealed = Sealed::open(store, kek, &described, empty).map_err(|e| seal_error(e, &kek_path))?;
+    tracing::info!(
+        "state in {described}{}, sealed under {} (fingerprint {fingerprint})",
+        if empty { ", empty: the first node of a new fleet" } else { "" },
+        kek_path.display()
+    );
+    Split::new(sealed, volatile_tables(options)).map_err(StateError::Purge)
 }
 
 /// Open the KEK that belongs to `store` (creating both together on first
@@ -224,7 +286,12 @@ fn seal_error(source: SealError, kek: &Path) -> StateError {
 ///
 /// [`StateError`].
 pub fn open(options: &StateOptions) -> Result<State, StateError> {
-    let store = options.state_dir.as_deref().map(open_store).transpose()?;
+    // With a Redis store the state directory keeps only the seed file (and
+    // perhaps the KEK): no file store is opened.
+    let store = match options.redis {
+        Some(_) => None,
+        None => options.state_dir.as_deref().map(open_store).transpose()?,
+    };
     assemble(store, options)
 }
 

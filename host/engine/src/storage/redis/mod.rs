@@ -9,10 +9,10 @@
 //! every change that touches more than one Redis key is one Lua script, so
 //! nodes writing at once never see or leave a table half-changed.
 //!
-//! The client is the `redis` crate (redis-rs): the Rust client the Redis
-//! project lists first, kept since 2013, synchronous API with socket
-//! timeouts, TLS through rustls and script caching (EVALSHA, falling back
-//! to EVAL). Writing a RESP client here was rejected: the protocol is
+//! The client is the `redis` crate (redis-rs): the most used Rust client
+//! for Redis, started in 2013 and actively maintained; a synchronous API
+//! with socket timeouts, TLS through rustls and script caching (EVALSHA,
+//! falling back to EVAL). Writing a RESP client here was rejected: the protocol is
 //! simple, but reconnection, TLS and errors are where clients go wrong.
 //!
 //! # Waiting
@@ -33,7 +33,8 @@
 //! change or delete anything in it; the sealing layer above this backend
 //! ([`super::sealed`]) keeps values unreadable and unforgeable, so this
 //! module is given only sealed records. The password is read from a file
-//! by the caller ([`RedisOptions::password`]); a URL with a password in it
+//! that only its owner may read ([`RedisOptions::password_file`]); a URL
+//! with a password in it
 //! is refused, so that it is never on a command line or in the settings
 //! file, and the location logged is the URL without credentials.
 //!
@@ -67,14 +68,15 @@ use super::{Entry, Storage, StorageError, TableStat, check_sizes};
 use crate::throttle::{Throttle, Verdict};
 
 /// How to reach the server and how long to wait.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisOptions {
     /// `redis://HOST:PORT/DB`, `rediss://HOST:PORT/DB` or
     /// `redis+unix:///PATH?db=DB`; a user name may be in it, a password
     /// may not.
     pub url: String,
-    /// The ACL user's password (read from a file by the caller).
-    pub password: Option<Zeroizing<String>>,
+    /// A file holding the ACL user's password (one line; mode 0600 or
+    /// stricter, or it is refused).
+    pub password_file: Option<PathBuf>,
     /// PEM file of the CA that signed the server's certificate, for
     /// `rediss://` (none: the system's roots).
     pub ca_file: Option<PathBuf>,
@@ -91,7 +93,7 @@ impl RedisOptions {
     pub fn new(url: impl Into<String>) -> RedisOptions {
         RedisOptions {
             url: url.into(),
-            password: None,
+            password_file: None,
             ca_file: None,
             prefix: "tlskeeper".into(),
             timeout: Duration::from_millis(200),
@@ -101,11 +103,12 @@ impl RedisOptions {
 }
 
 impl fmt::Debug for RedisOptions {
+    // Written out rather than derived only to keep the field order of the
+    // docs; nothing here is secret (the password stays in its file).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // No password, only whether there is one.
         f.debug_struct("RedisOptions")
             .field("url", &self.url)
-            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field("password_file", &self.password_file)
             .field("ca_file", &self.ca_file)
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
@@ -135,6 +138,14 @@ pub enum RedisSetupError {
     /// The prefix would break the key layout.
     #[error("store prefix {0:?} must be 1 to 64 characters, without '{{' or '}}'")]
     BadPrefix(String),
+    /// The password file could not be read, or others may read it.
+    #[error("cannot use the store's password file {path}: {reason}")]
+    PasswordFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
     /// The CA file could not be read.
     #[error("cannot read the store's CA file {path}: {source}")]
     CaFile {
@@ -457,8 +468,8 @@ fn client_for(options: &RedisOptions) -> Result<(Client, String), RedisSetupErro
     let location = redacted(&options.url);
     let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
     let mut settings = info.redis_settings().clone();
-    if let Some(password) = &options.password {
-        settings = settings.set_password(password.as_str());
+    if let Some(path) = &options.password_file {
+        settings = settings.set_password(read_password(path)?.as_str());
     }
     let info = info.set_redis_settings(settings);
     let client_error = |e: RedisError| RedisSetupError::Client { location: location.clone(), reason: e.to_string() };
@@ -478,6 +489,23 @@ fn client_for(options: &RedisOptions) -> Result<(Client, String), RedisSetupErro
         }
     };
     Ok((client, location))
+}
+
+/// The password in `path`: its first line, from a file that only its owner
+/// may read.
+fn read_password(path: &std::path::Path) -> Result<Zeroizing<String>, RedisSetupError> {
+    use std::os::unix::fs::MetadataExt;
+    let failed = |reason: String| RedisSetupError::PasswordFile { path: path.to_owned(), reason };
+    let mode = std::fs::metadata(path).map_err(|e| failed(e.to_string()))?.mode();
+    if mode & 0o077 != 0 {
+        return Err(failed(format!("its mode {:04o} lets others read it; chmod 600 it", mode & 0o7777)));
+    }
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?);
+    let line = text.lines().next().unwrap_or_default();
+    if line.is_empty() {
+        return Err(failed("it is empty; write the password on its first line".into()));
+    }
+    Ok(Zeroizing::new(line.to_owned()))
 }
 
 /// The redis client builds its TLS configuration from rustls's process-wide

@@ -238,11 +238,15 @@ fn a_password_comes_from_options_never_from_the_url() {
     assert!(e.contains("store_password_file") && !e.contains("s3cret-pass"), "{e}");
     let e = RedisStorage::connect(server.options()).expect_err("no password: refused by the server").to_string();
     assert!(!e.contains("s3cret-pass"), "{e}");
-    let mut s = RedisStorage::connect(RedisOptions {
-        password: Some(Zeroizing::new("s3cret-pass".into())),
-        ..server.options()
-    })
-    .unwrap();
+    let file = server.dir.path().join("password");
+    std::fs::write(&file, "s3cret-pass\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let with_file = RedisOptions { password_file: Some(file.clone()), ..server.options() };
+    let e = RedisStorage::connect(with_file.clone()).expect_err("a file others may read").to_string();
+    assert!(e.contains("chmod 600"), "{e}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut s = RedisStorage::connect(with_file).unwrap();
     s.put("t", b"k", b"v").unwrap();
     assert!(!format!("{s:?} {:?}", server.options()).contains("s3cret"));
 }
