@@ -69,6 +69,16 @@ fn node(dir: &Path, name: &str, redis: &Redis, kek: &Path) -> Daemon {
     daemon
 }
 
+/// A start that must fail: `tlskeeper serve --store URL --kek-file KEK`'s
+/// exit code and log.
+fn failed_start(dir: &Path, name: &str, url: &str, kek: &Path) -> (Option<i32>, String) {
+    let flags: [&std::ffi::OsStr; 5] =
+        ["--no-compile-cache".as_ref(), "--store".as_ref(), url.as_ref(), "--kek-file".as_ref(), kek.as_ref()];
+    let mut daemon = Daemon::spawn_with(&dir.join(format!("{name}.sock")), &dir.join(format!("{name}.log")), &flags);
+    let status = daemon.wait_exit(Duration::from_secs(30), name);
+    (status.code(), daemon.log())
+}
+
 fn new_kek(path: &Path) {
     let out = Command::new(BIN).args(["kek", "new"]).arg(path).output().unwrap();
     let said = ok_stdout(&out, "kek new");
@@ -98,40 +108,18 @@ fn a_node_never_makes_a_fleet_key_and_refuses_a_different_one() {
     let dir = tempfile::tempdir().unwrap();
     let redis = Redis::start(dir.path());
     let missing = dir.path().join("no-such-kek");
-    let mut daemon = Daemon::spawn_with(
-        &dir.path().join("x.sock"),
-        &dir.path().join("x.log"),
-        &[
-            "--no-compile-cache".as_ref(),
-            "--store".as_ref(),
-            redis.url().as_ref(),
-            "--kek-file".as_ref(),
-            missing.as_ref(),
-        ],
-    );
-    let status = daemon.wait_exit(Duration::from_secs(30), "no KEK");
-    assert_eq!(status.code(), Some(78), "{}", daemon.log());
-    assert!(daemon.log().contains("tlskeeper kek new"), "{}", daemon.log());
+    let (code, log) = failed_start(dir.path(), "no-kek", &redis.url(), &missing);
+    assert_eq!(code, Some(78), "{log}");
+    assert!(log.contains("tlskeeper kek new"), "{log}");
     assert!(!missing.exists(), "no key is made for a fleet");
 
     let (kek, other) = (dir.path().join("kek"), dir.path().join("other-kek"));
     new_kek(&kek);
     new_kek(&other);
     let _first = node(dir.path(), "first", &redis, &kek);
-    let mut wrong = Daemon::spawn_with(
-        &dir.path().join("w.sock"),
-        &dir.path().join("w.log"),
-        &[
-            "--no-compile-cache".as_ref(),
-            "--store".as_ref(),
-            redis.url().as_ref(),
-            "--kek-file".as_ref(),
-            other.as_ref(),
-        ],
-    );
-    let status = wrong.wait_exit(Duration::from_secs(30), "wrong KEK");
-    assert_eq!(status.code(), Some(78), "{}", wrong.log());
-    assert!(wrong.log().contains("fingerprint"), "{}", wrong.log());
+    let (code, log) = failed_start(dir.path(), "wrong-kek", &redis.url(), &other);
+    assert_eq!(code, Some(78), "{log}");
+    assert!(log.contains("fingerprint"), "{log}");
 }
 
 #[test]
@@ -139,18 +127,7 @@ fn a_store_that_cannot_be_reached_stops_the_start_with_its_address() {
     let dir = tempfile::tempdir().unwrap();
     let kek = dir.path().join("kek");
     new_kek(&kek);
-    let mut daemon = Daemon::spawn_with(
-        &dir.path().join("x.sock"),
-        &dir.path().join("x.log"),
-        &[
-            "--no-compile-cache".as_ref(),
-            "--store".as_ref(),
-            "redis://127.0.0.1:1/0".as_ref(),
-            "--kek-file".as_ref(),
-            kek.as_ref(),
-        ],
-    );
-    let status = daemon.wait_exit(Duration::from_secs(30), "unreachable store");
-    assert_eq!(status.code(), Some(69), "{}", daemon.log());
-    assert!(daemon.log().contains("redis://127.0.0.1:1/0"), "{}", daemon.log());
+    let (code, log) = failed_start(dir.path(), "unreachable", "redis://127.0.0.1:1/0", &kek);
+    assert_eq!(code, Some(69), "{log}");
+    assert!(log.contains("redis://127.0.0.1:1/0"), "{log}");
 }

@@ -85,33 +85,16 @@ pub fn registry(prefix: &str) -> String {
 }
 
 /// KEYS: idx, len, bytes, value key. ARGV: key, value, expiry in Unix
-/// milliseconds (0: none). Replaces any value; keeps the byte total exact.
+/// milliseconds (0: none), 1 to store only where no live value is (else
+/// 0). Returns nil when it stored, else the value already there; keeps the
+/// byte total exact.
 pub fn put() -> Script {
     Script::new(
         r"
-local old = redis.call('HGET', KEYS[2], ARGV[1])
-local delta = #ARGV[1] + #ARGV[2]
-if old then delta = delta - #ARGV[1] - tonumber(old) end
-redis.call('ZADD', KEYS[1], 0, ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], #ARGV[2])
-if ARGV[3] ~= '0' then
-  redis.call('SET', KEYS[4], ARGV[2], 'PXAT', ARGV[3])
-else
-  redis.call('SET', KEYS[4], ARGV[2])
+if ARGV[4] == '1' then
+  local existing = redis.call('GET', KEYS[4])
+  if existing then return existing end
 end
-redis.call('INCRBY', KEYS[3], delta)
-return 1
-",
-    )
-}
-
-/// KEYS and ARGV as for [`put`]. Stores only if the key has no live value;
-/// returns nil when it stored, or the value already there.
-pub fn put_if_absent() -> Script {
-    Script::new(
-        r"
-local existing = redis.call('GET', KEYS[4])
-if existing then return existing end
 local old = redis.call('HGET', KEYS[2], ARGV[1])
 local delta = #ARGV[1] + #ARGV[2]
 if old then delta = delta - #ARGV[1] - tonumber(old) end

@@ -196,7 +196,6 @@ pub struct RedisStorage {
 
 struct Scripts {
     put: Script,
-    put_if_absent: Script,
     delete: Script,
     scan: Script,
 }
@@ -225,12 +224,7 @@ impl RedisStorage {
             down_until: None,
             down: false,
             registered: BTreeSet::new(),
-            scripts: Scripts {
-                put: layout::put(),
-                put_if_absent: layout::put_if_absent(),
-                delete: layout::delete(),
-                scan: layout::scan(),
-            },
+            scripts: Scripts { put: layout::put(), delete: layout::delete(), scan: layout::scan() },
             throttle: Throttle::new(),
         };
         let pong: Result<String, StorageError> = storage.call(|con, _| redis::cmd("PING").query(con));
@@ -337,6 +331,32 @@ impl RedisStorage {
         }
     }
 
+    /// `put`, or with `only_if_absent` `put_if_absent`: one script.
+    fn write(
+        &mut self,
+        table: &str,
+        key: &[u8],
+        value: &[u8],
+        only_if_absent: bool,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        check_sizes(table, key, Some(value))?;
+        let keys = self.keys(table)?;
+        self.register(table)?;
+        let value_key = keys.value(key);
+        self.call(|con, s| {
+            s.put
+                .key(&keys.idx)
+                .key(&keys.len)
+                .key(&keys.bytes)
+                .key(&value_key)
+                .arg(key)
+                .arg(value)
+                .arg(0u64)
+                .arg(u8::from(only_if_absent))
+                .invoke(con)
+        })
+    }
+
     /// Name `table` in the registry, once per table and process.
     fn register(&mut self, table: &str) -> Result<(), StorageError> {
         if !self.registered.contains(table) {
@@ -364,39 +384,11 @@ impl Storage for RedisStorage {
     }
 
     fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
-        check_sizes(table, key, Some(value))?;
-        let keys = self.keys(table)?;
-        self.register(table)?;
-        let value_key = keys.value(key);
-        self.call(|con, s| {
-            s.put
-                .key(&keys.idx)
-                .key(&keys.len)
-                .key(&keys.bytes)
-                .key(&value_key)
-                .arg(key)
-                .arg(value)
-                .arg(0u64)
-                .invoke(con)
-        })
+        self.write(table, key, value, false).map(drop)
     }
 
     fn put_if_absent(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        check_sizes(table, key, Some(value))?;
-        let keys = self.keys(table)?;
-        self.register(table)?;
-        let value_key = keys.value(key);
-        self.call(|con, s| {
-            s.put_if_absent
-                .key(&keys.idx)
-                .key(&keys.len)
-                .key(&keys.bytes)
-                .key(&value_key)
-                .arg(key)
-                .arg(value)
-                .arg(0u64)
-                .invoke(con)
-        })
+        self.write(table, key, value, true)
     }
 
     fn delete(&mut self, table: &str, key: &[u8]) -> Result<bool, StorageError> {
