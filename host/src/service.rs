@@ -36,7 +36,7 @@ use std::time::Instant;
 
 use crate::keybuf;
 use tlskeeper_engine::shared_core::{CoreGone, SharedCore};
-use tlskeeper_engine::throttle::{Throttle, Verdict};
+use tlskeeper_engine::throttle::Throttle;
 use tlskeeper_engine::{CallError, CoreError};
 use tlskeeper_protocol::tlsmgr::{Reply, Request, RequestKind, Status};
 
@@ -194,14 +194,7 @@ impl Service {
 /// `policy` first and only then use a cache). Each kind of line is limited
 /// by [`REFUSALS`]: clients choose how often these happen.
 fn warn_refusal<T>(kind: RequestKind, outcome: Result<Result<T, CallError>, CoreGone>) {
-    let limited = |label: &'static str| match REFUSALS.check(label, Instant::now()) {
-        Verdict::Log { held_back: 0 } => true,
-        Verdict::Log { held_back } => {
-            tracing::warn!("{held_back} more warnings like the next were not logged");
-            true
-        }
-        Verdict::Drop => false,
-    };
+    let limited = |label: &'static str| REFUSALS.allow(label, Instant::now());
     match outcome {
         Ok(Ok(_)) | Ok(Err(CallError::Refused(CoreError::CacheDisabled(_)))) => {}
         Ok(Err(CallError::Refused(CoreError::UnknownCache(name)))) => {

@@ -77,6 +77,20 @@ impl Throttle {
             Verdict::Drop
         }
     }
+
+    /// [`Throttle::check`] for callers that only need a yes or no: when the
+    /// line may be logged after some were held back, the count is logged
+    /// first, as a warning of its own, so that every caller words it alike.
+    pub fn allow(&self, kind: &'static str, now: Instant) -> bool {
+        match self.check(kind, now) {
+            Verdict::Log { held_back: 0 } => true,
+            Verdict::Log { held_back } => {
+                tracing::warn!("{held_back} more lines like the next were not logged");
+                true
+            }
+            Verdict::Drop => false,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use std::fmt::Display;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
-use tlskeeper_engine::throttle::{self, Verdict};
+use tlskeeper_engine::throttle;
 
 /// The kinds of failure, each warned about once until requests succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,14 +94,7 @@ impl Warnings {
 
     /// Whether a line of `label` fits the budget.
     fn allowed(&self, label: &'static str) -> bool {
-        match self.throttle.check(label, Instant::now()) {
-            Verdict::Log { held_back: 0 } => true,
-            Verdict::Log { held_back } => {
-                tracing::warn!("{held_back} more lines like the next were not logged");
-                true
-            }
-            Verdict::Drop => false,
-        }
+        self.throttle.allow(label, Instant::now())
     }
 
     /// The kinds going on (for tests).

@@ -65,7 +65,7 @@ use zeroize::Zeroizing;
 
 use self::layout::TableKeys;
 use super::{Entry, Storage, StorageError, TableStat, check_sizes};
-use crate::throttle::{Throttle, Verdict};
+use crate::throttle::Throttle;
 
 /// How to reach the server and how long to wait.
 #[derive(Clone, PartialEq, Eq)]
@@ -182,11 +182,10 @@ pub struct RedisStorage {
     location: String,
     options: RedisOptions,
     connection: Option<Connection>,
-    /// Calls fail at once until then, after the server could not be reached.
-    down_until: Option<Instant>,
-    /// True from a failure to reach the server until a call succeeds: the
-    /// recovery is logged once.
-    down: bool,
+    /// Set when the server could not be reached, cleared (and the recovery
+    /// logged) by the next call that succeeds: until then calls fail at
+    /// once, and the first call after it is the one that tries again.
+    retry_at: Option<Instant>,
     /// Tables known to be in the registry, so that it is written once per
     /// table and process rather than on every put.
     registered: BTreeSet<String>,
@@ -221,15 +220,22 @@ impl RedisStorage {
             location,
             options,
             connection: None,
-            down_until: None,
-            down: false,
+            retry_at: None,
             registered: BTreeSet::new(),
             scripts: Scripts { put: layout::put(), delete: layout::delete(), scan: layout::scan() },
             throttle: Throttle::new(),
         };
-        let pong: Result<String, StorageError> = storage.call(|con, _| redis::cmd("PING").query(con));
-        match pong {
-            Ok(_) => Ok(storage),
+        // Straight to the server rather than through `call`: a start that
+        // fails says so once, in its error, not also in a backoff warning.
+        let first = storage.open_connection().and_then(|mut con| {
+            let _: String = redis::cmd("PING").query(&mut con)?;
+            Ok(con)
+        });
+        match first {
+            Ok(con) => {
+                storage.connection = Some(con);
+                Ok(storage)
+            }
             Err(e) => Err(RedisSetupError::Unreachable { location: storage.location.clone(), reason: e.to_string() }),
         }
     }
@@ -262,15 +268,14 @@ impl RedisStorage {
         f: impl FnOnce(&mut Connection, &Scripts) -> Result<T, RedisError>,
     ) -> Result<T, StorageError> {
         let now = Instant::now();
-        if let Some(until) = self.down_until {
-            if now < until {
-                return Err(StorageError::Unavailable(format!(
-                    "{} could not be reached; trying again in {} ms",
-                    self.location,
-                    (until - now).as_millis()
-                )));
-            }
-            self.down_until = None;
+        if let Some(retry_at) = self.retry_at
+            && now < retry_at
+        {
+            return Err(StorageError::Unavailable(format!(
+                "{} could not be reached; trying again in {} ms",
+                self.location,
+                (retry_at - now).as_millis()
+            )));
         }
         let outcome = match self.connection.take() {
             Some(con) => Ok(con),
@@ -279,23 +284,20 @@ impl RedisStorage {
         .and_then(|mut con| {
             let result = f(&mut con, &self.scripts);
             // A connection that failed may be out of step: drop it.
-            if result.as_ref().is_ok() || result.as_ref().is_err_and(|e| !unreachable(e)) {
+            if !result.as_ref().is_err_and(unreachable) {
                 self.connection = Some(con);
             }
             result
         });
         match outcome {
             Ok(value) => {
-                if self.down {
-                    self.down = false;
+                if self.retry_at.take().is_some() {
                     self.log("tlskeeper redis back", format_args!("{} answers again", self.describe()));
                 }
                 Ok(value)
             }
             Err(e) if unreachable(&e) => {
-                self.down_until = Some(now + self.options.retry_after);
-                if !self.down {
-                    self.down = true;
+                if self.retry_at.replace(now + self.options.retry_after).is_none() {
                     self.log(
                         "tlskeeper redis down",
                         format_args!(
@@ -324,10 +326,8 @@ impl RedisStorage {
     }
 
     fn log(&self, kind: &'static str, message: fmt::Arguments<'_>) {
-        match self.throttle.check(kind, Instant::now()) {
-            Verdict::Log { held_back: 0 } => tracing::warn!("{message}"),
-            Verdict::Log { held_back } => tracing::warn!("{message} ({held_back} lines like this held back)"),
-            Verdict::Drop => {}
+        if self.throttle.allow(kind, Instant::now()) {
+            tracing::warn!("{message}");
         }
     }
 
