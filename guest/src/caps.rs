@@ -86,6 +86,11 @@ pub trait Capabilities {
     /// Store `value` under `key` in `table`, replacing any previous value.
     fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError>;
 
+    /// Store `value` under `key` in `table` only if `key` is absent, in one
+    /// step atomic for every core sharing the store: `None` when `value` was
+    /// stored, otherwise the value already there (left unchanged).
+    fn put_if_absent(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+
     /// Remove `key` from `table`; true when it was present.
     fn delete(&mut self, table: &str, key: &[u8]) -> Result<bool, StorageError>;
 

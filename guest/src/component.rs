@@ -78,6 +78,10 @@ impl Capabilities for Imports {
         storage::put(table, key, value).map_err(from_wit_storage)
     }
 
+    fn put_if_absent(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        storage::put_if_absent(table, key, value).map_err(from_wit_storage)
+    }
+
     fn delete(&mut self, table: &str, key: &[u8]) -> Result<bool, StorageError> {
         storage::delete(table, key).map_err(from_wit_storage)
     }
@@ -225,6 +229,10 @@ impl wit::Guest for Component {
 
     fn checkpoint() -> Result<(), wit::Error> {
         with_manager(|m, caps| m.checkpoint(caps)).map_err(to_wit_error)
+    }
+
+    fn join_fleet(fleet: wit::FleetConfig) -> Result<(), wit::Error> {
+        with_manager(|m, caps| m.join_fleet(caps, fleet.margin_secs)).map_err(to_wit_error)
     }
 
     fn stats() -> Result<wit::ManagerStats, wit::Error> {

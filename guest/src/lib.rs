@@ -16,6 +16,7 @@
 //! - [`scache`]: session caches: entry format, expiry, bounds, eviction,
 //!   incremental cleanup.
 //! - [`tickets`]: the two-slot ticket-key ring and its persistence.
+//! - [`fleet`]: ticket keys shared by cores on one store, one per time slot.
 //! - [`sealing`]: tickets sealed and opened under the ring's keys, so that
 //!   TLS servers need never hold a key.
 //! - [`nonces`]: the sealed tickets' nonces, one ChaCha20 block each.
@@ -47,6 +48,7 @@ pub mod caps;
 pub mod config;
 pub mod drbg;
 pub mod error;
+pub mod fleet;
 pub mod manager;
 pub mod nonces;
 pub mod prng;

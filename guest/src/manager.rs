@@ -1,8 +1,8 @@
 //! The manager: the one type behind every export of the core.
 //!
 //! Each method is one export call: it reads the clock at most once, applies
-//! the policy of [`crate::scache`], [`crate::tickets`] and [`crate::prng`],
-//! and returns a typed result. Refusals are returned, not logged: the host's
+//! the policy of [`crate::scache`], [`crate::tickets`] (or [`crate::fleet`])
+//! and [`crate::prng`], and returns a typed result. Refusals are returned, not logged: the host's
 //! service logs them in tlsmgr's words, because only it knows which request
 //! was refused (`bogus cache type "x" in "lookup" request`).
 //!
@@ -23,6 +23,7 @@ use alloc::vec::Vec;
 use crate::caps::{Capabilities, Level};
 use crate::config::{Config, Settings};
 use crate::error::{Error, Result};
+use crate::fleet::FleetRing;
 use crate::nonces::Nonces;
 use crate::prng::Prng;
 use crate::scache::{Counters, SessionCache};
@@ -85,6 +86,8 @@ pub struct Manager {
     settings: Option<Settings>,
     caches: Vec<SessionCache>,
     keys: KeyRing,
+    /// Set once the core joined a fleet: then it replaces `keys`.
+    fleet: Option<FleetRing>,
     seal_keys: SealCache,
     nonces: Nonces,
     prng: Prng,
@@ -108,6 +111,7 @@ impl Manager {
             settings: None,
             caches: Vec::new(),
             keys: KeyRing::new(),
+            fleet: None,
             seal_keys: SealCache::new(),
             nonces: Nonces::new(),
             prng: Prng::new(3600),
@@ -123,7 +127,13 @@ impl Manager {
     ///
     /// [`Error::InvalidConfig`]; the previous configuration stays in force.
     pub fn configure(&mut self, caps: &mut impl Capabilities, config: &Config) -> Result<()> {
-        let settings = config.validate().inspect_err(|e| caps.log(Level::Error, &alloc::format!("{e}")))?;
+        let settings = config
+            .validate()
+            .and_then(|s| match &self.fleet {
+                Some(f) => check_margin(f.margin_secs(), s.ticket_timeout_secs).map(|()| s),
+                None => Ok(s),
+            })
+            .inspect_err(|e| caps.log(Level::Error, &alloc::format!("{e}")))?;
         let mut caches = Vec::with_capacity(settings.caches.len());
         for cs in &settings.caches {
             let cache = match self.caches.iter().position(|c| c.settings().name == cs.name) {
@@ -142,6 +152,52 @@ impl Manager {
         self.sweep_cursor = 0;
         self.settings = Some(settings);
         Ok(())
+    }
+
+    /// Share ticket keys with the other cores on this store, agreeing one
+    /// key per time slot ([`crate::fleet`]), `margin_secs` being how far
+    /// their clocks may disagree. Repeated, it changes the margin.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] when the margin exceeds T/4;
+    /// [`Error::NotConfigured`].
+    pub fn join_fleet(&mut self, caps: &mut impl Capabilities, margin_secs: u32) -> Result<()> {
+        let t = self.settings()?.ticket_timeout_secs;
+        check_margin(margin_secs, t).inspect_err(|e| caps.log(Level::Error, &alloc::format!("{e}")))?;
+        match &mut self.fleet {
+            Some(f) => f.set_margin(margin_secs),
+            None => {
+                self.fleet = Some(FleetRing::new(margin_secs));
+                caps.log(
+                    Level::Info,
+                    &alloc::format!("sharing session ticket keys with the store's other cores, margin {margin_secs} s"),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The key to seal with now, from the fleet's ring or our own.
+    fn encrypt_key(&mut self, caps: &mut impl Capabilities, now: u64, half: i64) -> Result<TicketKey> {
+        match &mut self.fleet {
+            Some(f) => f.encrypt_key(caps, &mut self.prng, now, half),
+            None => self.keys.encrypt_key(caps, &mut self.prng, now, half),
+        }
+    }
+
+    /// The key named `name`, if it opens now.
+    fn decrypt_key(
+        &mut self,
+        caps: &mut impl Capabilities,
+        now: u64,
+        name: &[u8; NAME_LEN],
+        half: i64,
+    ) -> Result<Option<TicketKey>> {
+        match &mut self.fleet {
+            Some(f) => f.decrypt_key(caps, now, name, half),
+            None => self.keys.decrypt_key(caps, now, name, half),
+        }
     }
 
     fn settings(&self) -> Result<&Settings> {
@@ -259,8 +315,8 @@ impl Manager {
         let half = self.ticket_half()?;
         let now = caps.now_nanos();
         match name {
-            None => self.keys.encrypt_key(caps, &mut self.prng, now, half).map(Some),
-            Some(name) => self.keys.decrypt_key(caps, now, name, half),
+            None => self.encrypt_key(caps, now, half).map(Some),
+            Some(name) => self.decrypt_key(caps, now, name, half),
         }
     }
 
@@ -280,7 +336,7 @@ impl Manager {
         }
         let half = self.ticket_half()?;
         let now = caps.now_nanos();
-        let key = self.keys.encrypt_key(caps, &mut self.prng, now, half)?;
+        let key = self.encrypt_key(caps, now, half)?;
         let nonce = self.nonces.next(caps, &mut self.prng, now)?;
         let ticket = self.seal_keys.keys_for(&key).seal(&nonce, plaintext);
         Ok(SealedTicket { ticket, lifetime_secs: tickets::guaranteed_lifetime_secs(half) })
@@ -302,7 +358,7 @@ impl Manager {
             return Ok(None);
         };
         let now = caps.now_nanos();
-        let Some(key) = self.keys.decrypt_key(caps, now, name, half)? else {
+        let Some(key) = self.decrypt_key(caps, now, name, half)? else {
             return Ok(None);
         };
         Ok(self.seal_keys.keys_for(&key).open(ticket))
@@ -338,10 +394,14 @@ impl Manager {
         if let Some(t) = self.prng.maybe_save_seed(caps, now_nanos)? {
             next = next.min(t);
         }
-        if let Some(half) = tickets
-            && let Some(t) = self.keys.expire(caps, now_nanos, half)?
-        {
-            next = next.min(u64::try_from(t).unwrap_or(0));
+        if let Some(half) = tickets {
+            let wake = match &mut self.fleet {
+                Some(f) => Some(f.maintain(caps, &mut self.prng, now_nanos, half)?),
+                None => self.keys.expire(caps, now_nanos, half)?,
+            };
+            if let Some(t) = wake {
+                next = next.min(u64::try_from(t).unwrap_or(0));
+            }
         }
 
         let n = self.caches.len();
@@ -401,8 +461,25 @@ impl Manager {
                 counters: cache.counters(),
             });
         }
-        Ok(Stats { caches, keys_minted: self.keys.minted(), reseeds: self.prng.reseeds(), seed_bytes: self.seed_bytes })
+        Ok(Stats {
+            caches,
+            keys_minted: self.keys.minted() + self.fleet.as_ref().map_or(0, FleetRing::minted),
+            reseeds: self.prng.reseeds(),
+            seed_bytes: self.seed_bytes,
+        })
     }
+}
+
+/// A fleet's margin may be at most T/4, so that a key is published after
+/// the one before it began to seal, and a ticket's life stays mostly its own.
+fn check_margin(margin_secs: u32, ticket_timeout_secs: u32) -> Result<()> {
+    if ticket_timeout_secs != 0 && u64::from(margin_secs) * 4 > u64::from(ticket_timeout_secs) {
+        return Err(Error::InvalidConfig(alloc::format!(
+            "a ticket key margin of {margin_secs} s is more than a quarter of the ticket cache's timeout \
+             ({ticket_timeout_secs} s); lower the margin or raise the timeout"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -966,5 +1043,41 @@ mod tests {
         assert_eq!(m.open_ticket(&mut caps, &[0; 100]), Err(Error::TicketsDisabled));
         assert_eq!(Manager::new().seal_ticket(&mut caps, b"x").map(|_| ()), Err(Error::NotConfigured));
         assert_eq!(Manager::new().open_ticket(&mut caps, b"x"), Err(Error::NotConfigured));
+    }
+
+    #[test]
+    fn joining_a_fleet_checks_the_margin_against_t() {
+        let mut caps = FakeCaps::new(T0, 1);
+        assert_eq!(Manager::new().join_fleet(&mut caps, 30), Err(Error::NotConfigured));
+        let (mut m, mut caps) = configured(&config(), 1);
+        let refused = m.join_fleet(&mut caps, 901);
+        assert!(matches!(&refused, Err(Error::InvalidConfig(why)) if why.contains("quarter")), "{refused:?}");
+        assert_eq!(m.join_fleet(&mut caps, 900), Ok(()));
+        // A shorter T that the margin no longer fits is refused, and the
+        // previous configuration stays.
+        let mut c = config();
+        c.caches[0].timeout_secs = 3599;
+        assert!(matches!(m.configure(&mut caps, &c), Err(Error::InvalidConfig(_))));
+        assert_eq!(m.policy("smtpd").map(|p| p.timeout_secs), Ok(3600));
+        assert_eq!(m.join_fleet(&mut caps, 30), Ok(()));
+        assert_eq!(m.configure(&mut caps, &c), Ok(()));
+    }
+
+    #[test]
+    fn a_fleet_core_seals_and_hands_out_the_slot_key() {
+        let (mut m, mut caps) = configured(&config(), 1);
+        m.join_fleet(&mut caps, 30).unwrap();
+        assert!(caps.logged("sharing session ticket keys with the store's other cores, margin 30 s"));
+        let ticket = seal(&mut m, &mut caps, b"state");
+        assert_eq!(caps.len(crate::fleet::TABLE), 1);
+        assert_eq!(caps.len(crate::tickets::TABLE), 0, "the node's own ring is not used");
+        let key = m.ticket_key(&mut caps, None).unwrap().unwrap();
+        assert_eq!(&ticket[..NAME_LEN], &key.name[..]);
+        // Postfix's tout: the end of the slot (slots of T/2 = 1800 s).
+        assert_eq!(key.expires, (T0 as i64 / 1800 + 1) * 1800);
+        assert_eq!(open(&mut m, &mut caps, &ticket).as_deref(), Some(&b"state"[..]));
+        assert_eq!(m.stats(&mut caps).unwrap().keys_minted, 1);
+        // Housekeeping wakes for the fleet: at most the re-assertion period.
+        assert!(m.housekeeping(&mut caps).unwrap() <= 5_000);
     }
 }

@@ -41,6 +41,8 @@ pub struct FakeCaps {
     pub tables: BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>,
     /// When set, every storage call fails with this error.
     pub storage_fault: Option<StorageError>,
+    /// Storage calls made so far, failed ones included.
+    pub storage_calls: u64,
     /// Every message logged, in order.
     pub logs: Vec<(Level, String)>,
     /// The seed file's content, as a host keeps it between runs.
@@ -63,6 +65,7 @@ impl FakeCaps {
             entropy_drawn: 0,
             tables: BTreeMap::new(),
             storage_fault: None,
+            storage_calls: 0,
             logs: Vec::new(),
             seed_file: None,
             seeds_taken: Vec::new(),
@@ -91,7 +94,8 @@ impl FakeCaps {
         self.logs.iter().any(|(_, m)| m.contains(needle))
     }
 
-    fn check(&self) -> Result<(), StorageError> {
+    fn check(&mut self) -> Result<(), StorageError> {
+        self.storage_calls += 1;
         match &self.storage_fault {
             Some(e) => Err(e.clone()),
             None => Ok(()),
@@ -125,6 +129,16 @@ impl Capabilities for FakeCaps {
         self.check()?;
         self.tables.entry(table.to_string()).or_default().insert(key.to_vec(), value.to_vec());
         Ok(())
+    }
+
+    fn put_if_absent(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.check()?;
+        let table = self.tables.entry(table.to_string()).or_default();
+        if let Some(existing) = table.get(key) {
+            return Ok(Some(existing.clone()));
+        }
+        table.insert(key.to_vec(), value.to_vec());
+        Ok(None)
     }
 
     fn delete(&mut self, table: &str, key: &[u8]) -> Result<bool, StorageError> {

@@ -98,7 +98,9 @@ impl fmt::Debug for TicketKey {
     }
 }
 
-struct HexName<'a>(&'a [u8; NAME_LEN]);
+/// A key name in hex, for logs and `Debug` (names are public: every
+/// ticket carries its key's).
+pub(crate) struct HexName<'a>(pub(crate) &'a [u8; NAME_LEN]);
 
 impl fmt::Debug for HexName<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -295,7 +297,8 @@ impl KeyRing {
     }
 }
 
-fn secs(now_nanos: u64) -> i64 {
+/// Whole seconds of a clock reading.
+pub(crate) fn secs(now_nanos: u64) -> i64 {
     i64::try_from(now_nanos / 1_000_000_000).unwrap_or(i64::MAX)
 }
 

@@ -14,6 +14,7 @@
 //! # store_ca_file = "/etc/tlskeeper/redis-ca.pem"  # rediss:// only
 //! # store_prefix = "tlskeeper"    # namespace of every Redis key
 //! # store_timeout_ms = 200        # longest wait of one Redis call
+//! # ticket_key_margin = 30        # seconds the fleet's clocks may differ
 //! seed_file = "/var/lib/tlskeeper/seed"  # default: <state_dir>/seed; "" = none
 //! seed_update_period = 3600       # seconds, mean interval between seed saves
 //! ticket_cache = "smtpd"          # whose timeout drives ticket keys
@@ -53,7 +54,7 @@ use crate::server::ServerSettings;
 use tlskeeper_engine::bindings::manager::CacheConfig;
 use tlskeeper_engine::state::StateOptions;
 use tlskeeper_engine::storage::redis::RedisOptions;
-use tlskeeper_engine::{CoreConfig, Limits};
+use tlskeeper_engine::{CoreConfig, FleetConfig, Limits};
 
 /// The default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/tlskeeper/tlsmgr";
@@ -145,6 +146,11 @@ pub struct Settings {
     pub store_prefix: String,
     /// Longest wait of one Redis call, in milliseconds.
     pub store_timeout_ms: u64,
+    /// With a shared `store`: seconds by which the fleet's clocks may
+    /// differ. Each ticket key is published this long before it seals and
+    /// opens this long past its window. At most a quarter of the ticket
+    /// cache's timeout.
+    pub ticket_key_margin: u32,
     /// The DRBG's seed file (`None` = `<state_dir>/seed` when there is a
     /// state directory; an empty path = no seed file).
     pub seed_file: Option<PathBuf>,
@@ -188,6 +194,7 @@ impl Default for Settings {
             store_ca_file: None,
             store_prefix: "tlskeeper".into(),
             store_timeout_ms: 200,
+            ticket_key_margin: 30,
             seed_file: None,
             seed_update_period: 3600,
             compile_cache_dir: None,
@@ -300,6 +307,12 @@ impl Settings {
                 ..RedisOptions::new(url.clone())
             }),
         }
+    }
+
+    /// The fleet the core joins: one when the store is shared (`store`),
+    /// none for a state directory or memory, which are this node's alone.
+    pub fn fleet(&self) -> Option<FleetConfig> {
+        self.store.as_ref().map(|_| FleetConfig { margin_secs: self.ticket_key_margin })
     }
 
     /// What the core is configured with.

@@ -144,8 +144,11 @@ pub fn run(daemon: Daemon) -> Result<(), RunError> {
         started,
         tape,
     } = daemon;
-    let core = Core::start_with_tape(&runtime, caps, settings.core_config(), settings.limits(), tape)
+    let mut core = Core::start_with_tape(&runtime, caps, settings.core_config(), settings.limits(), tape)
         .map_err(|e| RunError::Core(e.to_string()))?;
+    if let Some(fleet) = settings.fleet() {
+        core.join_fleet(fleet).map_err(|e| RunError::Core(format!("ticket_key_margin: {e}")))?;
+    }
     let (core, caretaker) = tlskeeper_engine::shared_core::spawn(core).map_err(RunError::Thread)?;
     tracing::info!(
         "tlskeeper {} serving {} (core {}, ready in {} ms)",

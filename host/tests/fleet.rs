@@ -1,6 +1,12 @@
-//! Nodes sharing one Redis store, through the real binary and a real
-//! `redis-server` (Debian's package, installed by `scripts/setup`) on a
-//! UNIX socket in a temporary directory, stopped by PID.
+//! Nodes sharing one Redis store, on a real `redis-server` (Debian's
+//! package, installed by `scripts/setup`) on a UNIX socket in a temporary
+//! directory, stopped by PID.
+//!
+//! Two ways in. The real `tlskeeper serve` binary, as child processes that
+//! are killed with SIGKILL and started again, shows what an operator sees.
+//! The real core component over `state::open`, several in this process
+//! with scripted clocks set apart, walks many rotation periods in seconds,
+//! which a real clock would take hours for.
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,7 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Daemon, cli_client, ok_stdout};
+use tlskeeper::config::{CacheSettings, Settings};
+use tlskeeper_engine::caps::{Clock, OsEntropy};
+use tlskeeper_engine::{Capabilities, Core};
+use tlskeeper_protocol::tlsmgr::{Reply, Request, Status};
+
+use common::{BIN, Daemon, ScriptedClock, cli_client, ok_stdout, runtime};
 
 /// A `redis-server` with no persistence, killed by PID when dropped.
 struct Redis {
@@ -130,4 +141,217 @@ fn a_store_that_cannot_be_reached_stops_the_start_with_its_address() {
     let (code, log) = failed_start(dir.path(), "unreachable", "redis://127.0.0.1:1/0", &kek);
     assert_eq!(code, Some(69), "{log}");
     assert!(log.contains("redis://127.0.0.1:1/0"), "{log}");
+}
+
+/// A ticket sealed through `daemon`'s socket.
+fn seal_on(daemon: &Daemon, plaintext: &[u8]) -> Vec<u8> {
+    let mut client = tlskeeper_protocol::client::Client::connect(&daemon.socket).unwrap();
+    match client.request(&Request::Seal { plaintext: plaintext.to_vec().into() }).unwrap() {
+        Reply::Seal { status: Status::Ok, ticket, .. } => ticket.to_vec(),
+        other => panic!("tktseal: {other:?}"),
+    }
+}
+
+/// The plaintext of `ticket` opened through `daemon`'s socket, if it opens.
+fn open_on(daemon: &Daemon, ticket: &[u8]) -> Option<Vec<u8>> {
+    let mut client = tlskeeper_protocol::client::Client::connect(&daemon.socket).unwrap();
+    match client.request(&Request::Open { ticket: ticket.to_vec() }).unwrap() {
+        Reply::Open { status: Status::Ok, plaintext } => Some(plaintext.to_vec()),
+        Reply::Open { status: Status::Err, .. } => None,
+        other => panic!("tktopen: {other:?}"),
+    }
+}
+
+/// The name of the key Postfix's `tktkey` request hands out for sealing.
+fn postfix_key_name(daemon: &Daemon) -> Vec<u8> {
+    let mut client = tlskeeper_protocol::client::Client::connect(&daemon.socket).unwrap();
+    match client.request(&Request::TicketKey { key_name: Vec::new() }).unwrap() {
+        Reply::TicketKey { status: Status::Ok, keybuf } => tlskeeper::keybuf::decode(&keybuf).unwrap().name.to_vec(),
+        other => panic!("tktkey: {other:?}"),
+    }
+}
+
+/// A deterministic stream of choices.
+struct Dice(u64);
+
+impl Dice {
+    fn roll(&mut self, sides: usize) -> usize {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        usize::try_from(self.0 >> 33).unwrap() % sides
+    }
+}
+
+/// Proves that three daemons on one Redis seal under one key: a ticket
+/// sealed through any opens through every other, Postfix's `tktkey` names
+/// the same key everywhere, and nodes killed with SIGKILL and started again
+/// at random adopt that key instead of minting their own.
+#[test]
+fn tickets_sealed_on_any_node_open_on_every_other_through_sigkills() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let kek = dir.path().join("kek");
+    new_kek(&kek);
+    let names = ["a", "b", "c"];
+    let mut nodes: Vec<Daemon> = names.iter().map(|n| node(dir.path(), n, &redis, &kek)).collect();
+    let mut key = postfix_key_name(&nodes[0]);
+    let mut keys = 1;
+    let mut dice = Dice(17);
+    let mut tickets: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut kills = 0;
+    for round in 0..60u32 {
+        if round % 10 == 9 {
+            let victim = dice.roll(nodes.len());
+            let pid = nodes[victim].pid();
+            // SAFETY: kill(2) on a child we started and have not reaped.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+            let _ = nodes[victim].child().wait();
+            let _ = std::fs::remove_file(&nodes[victim].socket);
+            nodes[victim] = node(dir.path(), &format!("{}-{round}", names[victim]), &redis, &kek);
+            kills += 1;
+        }
+        let plaintext = format!("session {round}").into_bytes();
+        let ticket = seal_on(&nodes[dice.roll(nodes.len())], &plaintext);
+        // Keys seal for 30 minutes on the wall clock; should this test run
+        // across a slot boundary, the next key takes over, once.
+        if ticket[..16] != key[..] {
+            keys += 1;
+            assert_eq!(keys, 2, "round {round}: sealed under a third key");
+            key = ticket[..16].to_vec();
+        }
+        tickets.push((ticket, plaintext));
+        let (ticket, plaintext) = &tickets[dice.roll(tickets.len())];
+        let opener = dice.roll(nodes.len());
+        assert_eq!(open_on(&nodes[opener], ticket).as_ref(), Some(plaintext), "round {round}, node {opener}");
+    }
+    assert_eq!(kills, 6);
+    for node in &nodes {
+        assert_eq!(postfix_key_name(node), key, "Postfix's tktkey names the key every node seals with");
+        for (ticket, plaintext) in &tickets {
+            assert_eq!(open_on(node, ticket).as_ref(), Some(plaintext));
+        }
+    }
+    let minted: usize = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap().matches("new fleet session ticket key").count())
+        .sum();
+    // The key sealing now, and perhaps the next one if a node's
+    // housekeeping published it during the test.
+    assert!((1..=2).contains(&minted), "{minted} keys minted");
+}
+
+/// One node's clock: the fleet's scripted time plus its own offset.
+#[derive(Clone)]
+struct SkewedClock {
+    base: ScriptedClock,
+    offset_secs: i64,
+}
+
+impl SkewedClock {
+    fn now_secs(&self) -> i64 {
+        i64::try_from(self.base.now_secs()).unwrap() + self.offset_secs
+    }
+}
+
+impl Clock for SkewedClock {
+    fn now_nanos(&mut self) -> u64 {
+        u64::try_from(self.now_secs()).unwrap() * 1_000_000_000
+    }
+}
+
+/// Settings of a fleet node with T = 120 (keys seal for 60 s) and a
+/// 10-second margin.
+fn fast_fleet(url: &str, kek: &Path) -> Settings {
+    let mut settings = Settings {
+        store: Some(url.to_owned()),
+        kek_file: Some(kek.to_owned()),
+        ticket_key_margin: 10,
+        ..Settings::default()
+    };
+    settings.caches.insert("smtpd".into(), CacheSettings { timeout: 120, ..CacheSettings::default() });
+    settings
+}
+
+/// The real core on the fleet's Redis, on `clock`.
+fn fleet_core(settings: &Settings, clock: &SkewedClock) -> Core {
+    let state = tlskeeper_engine::state::open(&settings.state_options()).unwrap_or_else(|e| panic!("{e}"));
+    let caps = Capabilities {
+        clock: Box::new(clock.clone()),
+        entropy: Box::new(OsEntropy),
+        storage: state.storage,
+        seed_file: state.seed_file,
+    };
+    let mut core = Core::start(runtime(), caps, settings.core_config(), settings.limits()).expect("core starts");
+    core.join_fleet(settings.fleet().unwrap()).expect("joins the fleet");
+    core
+}
+
+/// Proves the fleet's guarantee on the real component and a real Redis:
+/// five cores whose clocks differ by up to the margin, walked second by
+/// second through 12 rotation periods, each sealing every second, tickets
+/// opened on random cores, cores dropped and started again at random. Every
+/// ticket opens on every core for the lifetime its seal announced, none
+/// opens past its key's window, and two cores seal with different keys only
+/// within the margin of a slot boundary.
+#[test]
+fn five_cores_with_skewed_clocks_rotate_as_one_through_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let kek = dir.path().join("kek");
+    new_kek(&kek);
+    let settings = fast_fleet(&redis.url(), &kek);
+    let (half, margin) = (60i64, 10i64);
+    let base = ScriptedClock::new();
+    let clocks: Vec<SkewedClock> =
+        [-5, -2, 0, 3, 5].iter().map(|&offset_secs| SkewedClock { base: base.clone(), offset_secs }).collect();
+    let mut cores: Vec<Core> = clocks.iter().map(|c| fleet_core(&settings, c)).collect();
+    let mut dice = Dice(3);
+    // (ticket, slot of its key by the sealer's clock, true second sealed, lifetime)
+    let mut tickets: Vec<(Vec<u8>, i64, i64, i64)> = Vec::new();
+    let mut restarts = 0;
+    let mut minted_before_restarts = 0;
+    let first_slot = clocks[0].now_secs().div_euclid(half);
+    for _ in 0..12 * half {
+        base.advance_secs(1);
+        let t = clocks[2].now_secs(); // the offset-0 clock: true time
+        if dice.roll(30) == 0 {
+            let victim = dice.roll(cores.len());
+            minted_before_restarts += cores[victim].stats().unwrap().keys_minted;
+            cores[victim] = fleet_core(&settings, &clocks[victim]);
+            restarts += 1;
+        }
+        let mut sealing: Vec<Vec<u8>> = Vec::new();
+        for (i, core) in cores.iter_mut().enumerate() {
+            core.housekeeping().unwrap();
+            let sealed = core.seal_ticket(format!("{t}/{i}").as_bytes()).unwrap();
+            let name = sealed.ticket[..16].to_vec();
+            if !sealing.contains(&name) {
+                sealing.push(name);
+            }
+            let slot = clocks[i].now_secs().div_euclid(half);
+            tickets.push((sealed.ticket, slot, t, i64::from(sealed.lifetime_secs)));
+        }
+        let into_slot = t.rem_euclid(half);
+        let near_boundary = into_slot.min(half - into_slot) <= margin;
+        assert!(sealing.len() == 1 || (sealing.len() == 2 && near_boundary), "{} keys seal at {t}", sealing.len());
+
+        for _ in 0..4 {
+            let (ticket, slot, sealed, lifetime) = &tickets[dice.roll(tickets.len())];
+            let i = dice.roll(cores.len());
+            let opened = cores[i].open_ticket(ticket).unwrap().is_some();
+            if t - sealed <= *lifetime {
+                assert!(opened, "sealed at {sealed} (lifetime {lifetime}), refused by core {i} at {t}");
+            }
+            if clocks[i].now_secs() >= (slot + 2) * half + margin {
+                assert!(!opened, "a ticket of slot {slot} opened on core {i} at its {}", clocks[i].now_secs());
+            }
+        }
+    }
+    assert!(restarts >= 10, "{restarts} restarts");
+    // One key per slot, from the slowest clock's first to the one the
+    // fastest has published by now.
+    let last_published = (clocks[4].now_secs() + margin).div_euclid(half);
+    let minted: u64 = minted_before_restarts + cores.iter_mut().map(|c| c.stats().unwrap().keys_minted).sum::<u64>();
+    assert_eq!(minted, u64::try_from(last_published - first_slot + 1).unwrap());
 }

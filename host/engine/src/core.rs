@@ -33,7 +33,7 @@ use crate::runtime::{EngineError, Limits, Runtime};
 use crate::tape::Tape;
 use crate::throttle::{Throttle, Verdict};
 use crate::trace::{Call, Outcome};
-use crate::{CachePolicy, CoreConfig, CoreError, ManagerStats, SealedTicket};
+use crate::{CachePolicy, CoreConfig, CoreError, FleetConfig, ManagerStats, SealedTicket};
 
 /// Why an export call did not return a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +55,8 @@ pub struct Core {
     /// `None` only after a reinstantiation failed; the next call retries.
     instance: Option<bindings::Core>,
     config: CoreConfig,
+    /// The fleet the core joined, reapplied with `config` after a trap.
+    fleet: Option<FleetConfig>,
     limits: Limits,
 }
 
@@ -89,7 +91,7 @@ impl Core {
     ) -> Result<Core, EngineError> {
         let mut store = new_store(runtime, caps, tape, limits);
         let instance = instantiate(runtime, &mut store, limits).map_err(|e| EngineError::Start(format!("{e:#}")))?;
-        let mut core = Core { runtime: runtime.clone(), store, instance: Some(instance), config, limits };
+        let mut core = Core { runtime: runtime.clone(), store, instance: Some(instance), config, fleet: None, limits };
         let configured = core.configure();
         // A replay reports a refused or divergent configure as its result;
         // anywhere else the core cannot run without its configuration.
@@ -203,13 +205,34 @@ impl Core {
                 self.instance = Some(instance);
                 // If this fails too, the next call traps again and recovery
                 // is retried then: one attempt per call, never a loop.
-                if let Err(e) = self.configure() {
+                if let Err(e) = self.configure().and_then(|()| self.rejoin_fleet()) {
                     tracing::error!("the reinstantiated core could not be configured: {e}");
                 }
             }
             // Calls fail until an attempt succeeds: one attempt per call.
             Err(e) => tracing::error!("cannot reinstantiate the core: {e:#}; the next call tries again"),
         }
+    }
+
+    /// Share ticket keys with every core on this core's store (see the WIT
+    /// `join-fleet`); kept, and applied again to a reinstantiated core.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`]: the core refuses a margin over a quarter of T.
+    pub fn join_fleet(&mut self, fleet: FleetConfig) -> Result<(), CallError> {
+        self.call(|| Call::JoinFleet(fleet), |m, s| m.call_join_fleet(s, fleet), Outcome::JoinFleet)?;
+        self.fleet = Some(fleet);
+        Ok(())
+    }
+
+    /// Apply the kept fleet to a fresh instance, without recovery (as
+    /// [`Core::configure`]).
+    fn rejoin_fleet(&mut self) -> Result<(), CallError> {
+        let Some(fleet) = self.fleet else {
+            return Ok(());
+        };
+        self.run(|| Call::JoinFleet(fleet), |m, s| m.call_join_fleet(s, fleet), Outcome::JoinFleet)
     }
 
     /// `len` random bytes.

@@ -114,6 +114,37 @@ impl bindings::storage::Host for HostState {
         Ok(result)
     }
 
+    fn put_if_absent(
+        &mut self,
+        table: String,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, bindings::storage::Error>> {
+        if let Tape::Replay(p) = &mut self.tape {
+            return p.import(
+                |r| match r {
+                    Import::StoragePutIfAbsent { table: t, key: k, value: v, result }
+                        if (t, k, v) == (&table, &key, &value) =>
+                    {
+                        Some(result.clone())
+                    }
+                    _ => None,
+                },
+                || Import::StoragePutIfAbsent {
+                    table: table.clone(),
+                    key: key.clone(),
+                    value: value.clone(),
+                    result: Ok(None),
+                },
+            );
+        }
+        let mut value = value;
+        let result = self.caps.storage.put_if_absent(&table, &key, &value).map_err(to_wit);
+        self.tape.record(|| Import::StoragePutIfAbsent { table, key, value: value.clone(), result: result.clone() });
+        zeroize::Zeroize::zeroize(&mut value);
+        Ok(result)
+    }
+
     fn delete(&mut self, table: String, key: Vec<u8>) -> wasmtime::Result<Result<bool, bindings::storage::Error>> {
         if let Tape::Replay(p) = &mut self.tape {
             return p.import(

@@ -100,7 +100,7 @@ pub mod trace;
 pub use crate::core::{CallError, Core};
 pub use artifact::Origin;
 pub use bindings::manager::{
-    CacheConfig, CachePolicy, Config as CoreConfig, Error as CoreError, ManagerStats, SealedTicket,
+    CacheConfig, CachePolicy, Config as CoreConfig, Error as CoreError, FleetConfig, ManagerStats, SealedTicket,
 };
 pub use capabilities::{Capabilities, HostState};
 pub use embed::{EmbedError, Embedded, Embedder};

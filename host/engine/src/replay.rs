@@ -175,6 +175,7 @@ pub fn replay(trace: Trace, runtime: &Runtime, mut progress: impl FnMut(u64, u64
             Call::Take { cache, id } => core.take(&cache, &id).map(drop),
             Call::SealTicket(plain) => core.seal_ticket(&plain).map(drop),
             Call::OpenTicket(ticket) => core.open_ticket(&ticket).map(drop),
+            Call::JoinFleet(fleet) => core.join_fleet(fleet),
         };
     }
     // The engine keeps a replay's tape for its whole life (a diverged replay

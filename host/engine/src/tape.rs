@@ -280,6 +280,7 @@ fn describe_call(call: &Call) -> String {
         Call::Take { cache, id } => format!("take-session({cache:?}, {id:?})"),
         Call::SealTicket(plain) => format!("seal-ticket({})", bytes(plain)),
         Call::OpenTicket(ticket) => format!("open-ticket({})", bytes(ticket)),
+        Call::JoinFleet(f) => format!("join-fleet(margin {} s)", f.margin_secs),
     }
 }
 
@@ -291,7 +292,9 @@ fn describe_outcome(outcome: &Outcome) -> String {
         }
     }
     match outcome {
-        Outcome::Configure(x) | Outcome::Update(x) | Outcome::Checkpoint(x) => r(x, |()| String::new()),
+        Outcome::Configure(x) | Outcome::Update(x) | Outcome::Checkpoint(x) | Outcome::JoinFleet(x) => {
+            r(x, |()| String::new())
+        }
         Outcome::Seed(x) => r(x, |v| bytes(v)),
         Outcome::Policy(x) => r(x, |p| format!("cachable {}, timeout {}", p.cachable, p.timeout_secs)),
         Outcome::Lookup(x) | Outcome::Take(x) | Outcome::OpenTicket(x) => {
@@ -316,7 +319,9 @@ fn describe_request(import: &Import) -> String {
         Import::StorageGet { table, key, .. } | Import::StorageDelete { table, key, .. } => {
             format!("{table:?}, {}", bytes(key))
         }
-        Import::StoragePut { table, key, value, .. } => format!("{table:?}, {}, {}", bytes(key), bytes(value)),
+        Import::StoragePut { table, key, value, .. } | Import::StoragePutIfAbsent { table, key, value, .. } => {
+            format!("{table:?}, {}, {}", bytes(key), bytes(value))
+        }
         Import::StorageScan { table, after, limit, .. } => {
             format!("{table:?}, after {}, limit {limit}", after.as_deref().map_or("none".to_owned(), bytes))
         }
@@ -333,6 +338,9 @@ fn describe_result(import: &Import) -> String {
         Import::EntropyFill { result, .. } => bytes(result),
         Import::StorageGet { result, .. } => format!("{:?}", result.as_ref().map(|v| v.as_deref().map(bytes))),
         Import::StoragePut { result, .. } => format!("{result:?}"),
+        Import::StoragePutIfAbsent { result, .. } => {
+            format!("{:?}", result.as_ref().map(|v| v.as_deref().map(bytes)))
+        }
         Import::StorageDelete { result, .. } => format!("{result:?}"),
         Import::StorageScan { result, .. } => match result {
             Ok(entries) => format!("{} entries", entries.len()),

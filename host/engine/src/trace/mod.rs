@@ -127,6 +127,8 @@ pub enum Call {
     SealTicket(Vec<u8>),
     /// `open-ticket`, with the ticket.
     OpenTicket(Vec<u8>),
+    /// `join-fleet`.
+    JoinFleet(manager::FleetConfig),
 }
 
 impl Call {
@@ -146,6 +148,7 @@ impl Call {
             Call::Take { .. } => "take-session",
             Call::SealTicket(_) => "seal-ticket",
             Call::OpenTicket(_) => "open-ticket",
+            Call::JoinFleet(_) => "join-fleet",
         }
     }
 }
@@ -182,6 +185,8 @@ pub enum Outcome {
     SealTicket(Result<manager::SealedTicket, manager::Error>),
     /// `open-ticket`.
     OpenTicket(Result<Option<Vec<u8>>, manager::Error>),
+    /// `join-fleet`.
+    JoinFleet(Result<(), manager::Error>),
 }
 
 /// A call's end.
@@ -274,6 +279,18 @@ pub enum Import {
         /// Message.
         message: String,
     },
+    // New imports are appended, as calls are.
+    /// `storage.put-if-absent`.
+    StoragePutIfAbsent {
+        /// Table.
+        table: String,
+        /// Key.
+        key: Vec<u8>,
+        /// Value offered.
+        value: Vec<u8>,
+        /// Answer: the value already there, if any.
+        result: Result<Option<Vec<u8>>, storage::Error>,
+    },
 }
 
 impl Import {
@@ -290,6 +307,7 @@ impl Import {
             Import::SeedTake { .. } => "seed-file.take",
             Import::SeedSave { .. } => "seed-file.save",
             Import::Log { .. } => "log.log",
+            Import::StoragePutIfAbsent { .. } => "storage.put-if-absent",
         }
     }
 }
