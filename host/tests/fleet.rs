@@ -355,3 +355,73 @@ fn five_cores_with_skewed_clocks_rotate_as_one_through_restarts() {
     let minted: u64 = minted_before_restarts + cores.iter_mut().map(|c| c.stats().unwrap().keys_minted).sum::<u64>();
     assert_eq!(minted, u64::try_from(last_published - first_slot + 1).unwrap());
 }
+
+/// Every key and value in `redis`, read raw, whatever its type.
+fn dump(redis: &Redis) -> Vec<Vec<u8>> {
+    let mut conn = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+    let mut all = Vec::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE").arg(&key).query(&mut conn).unwrap();
+        let parts: Vec<Vec<u8>> = match kind.as_str() {
+            "string" => vec![redis::cmd("GET").arg(&key).query(&mut conn).unwrap()],
+            "hash" => redis::cmd("HGETALL").arg(&key).query(&mut conn).unwrap(),
+            "zset" => redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).query(&mut conn).unwrap(),
+            "set" => redis::cmd("SMEMBERS").arg(&key).query(&mut conn).unwrap(),
+            "list" => redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query(&mut conn).unwrap(),
+            other => panic!("a Redis key of type {other}"),
+        };
+        all.push(key);
+        all.extend(parts);
+    }
+    all
+}
+
+/// Proves that what two nodes leave in Redis after a load holds no session
+/// bytes, no ticket plaintext, no ticket key bytes and no cache id in clear.
+#[test]
+fn nothing_readable_is_left_in_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let kek = dir.path().join("kek");
+    new_kek(&kek);
+    let nodes = [node(dir.path(), "a", &redis, &kek), node(dir.path(), "b", &redis, &kek)];
+    let marker = b"<tlskeeper plaintext session marker>";
+    let session: Vec<u8> = marker.iter().copied().cycle().take(140).collect();
+    let ids: Vec<String> = (0..40).map(|i| format!("[mx{i}.example.net]:25&cache-id-{i:04}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let mut client = tlskeeper_protocol::client::Client::connect(&nodes[i % 2].socket).unwrap();
+        let update = Request::Update { cache_type: "smtpd".into(), cache_id: id.clone(), session: session.clone().into() };
+        assert!(matches!(client.request(&update).unwrap(), Reply::Update { status: Status::Ok }));
+    }
+    let ticket_marker = b"<tlskeeper ticket plaintext marker>";
+    for node in &nodes {
+        assert!(open_on(node, &seal_on(node, ticket_marker)).is_some());
+    }
+    let mut client = tlskeeper_protocol::client::Client::connect(&nodes[1].socket).unwrap();
+    let key = match client.request(&Request::TicketKey { key_name: Vec::new() }).unwrap() {
+        Reply::TicketKey { status: Status::Ok, keybuf } => tlskeeper::keybuf::decode(&keybuf).unwrap(),
+        other => panic!("tktkey: {other:?}"),
+    };
+
+    let stored = dump(&redis);
+    assert!(stored.len() > 100, "only {} keys and values in Redis", stored.len());
+    let mut secrets: Vec<(String, Vec<u8>)> = vec![
+        ("a session".into(), marker[..16].to_vec()),
+        ("a ticket's plaintext".into(), ticket_marker[..16].to_vec()),
+        ("the KEK".into(), std::fs::read(&kek).unwrap()),
+    ];
+    for (what, bytes) in [("AES key", &key.cipher_key[..]), ("HMAC key", &key.hmac_key[..])] {
+        for (i, window) in bytes.windows(8).enumerate() {
+            secrets.push((format!("bytes {i}..{} of the ticket {what}", i + 8), window.to_vec()));
+        }
+    }
+    for id in &ids {
+        secrets.push((format!("cache id {id}"), id.as_bytes().to_vec()));
+        secrets.push((format!("part of cache id {id}"), id.as_bytes()[..12].to_vec()));
+    }
+    for (what, needle) in &secrets {
+        let found = stored.iter().find(|v| v.windows(needle.len()).any(|w| w == needle.as_slice()));
+        assert!(found.is_none(), "{what} is in Redis in clear");
+    }
+}
