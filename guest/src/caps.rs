@@ -86,6 +86,11 @@ pub trait Capabilities {
     /// Store `value` under `key` in `table`, replacing any previous value.
     fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError>;
 
+    /// [`Capabilities::put`], with a hint that the entry is of no use from
+    /// `expires_at` (seconds since the epoch) on, for a backend that can
+    /// drop entries by itself.
+    fn put_expiring(&mut self, table: &str, key: &[u8], value: &[u8], expires_at: u64) -> Result<(), StorageError>;
+
     /// Store `value` under `key` in `table` only if `key` is absent, in one
     /// step atomic for every core sharing the store: `None` when `value` was
     /// stored, otherwise the value already there (left unchanged).

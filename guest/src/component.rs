@@ -78,6 +78,10 @@ impl Capabilities for Imports {
         storage::put(table, key, value).map_err(from_wit_storage)
     }
 
+    fn put_expiring(&mut self, table: &str, key: &[u8], value: &[u8], expires_at: u64) -> Result<(), StorageError> {
+        storage::put_expiring(table, key, value, expires_at).map_err(from_wit_storage)
+    }
+
     fn put_if_absent(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         storage::put_if_absent(table, key, value).map_err(from_wit_storage)
     }

@@ -136,7 +136,7 @@ impl Manager {
             .inspect_err(|e| caps.log(Level::Error, &alloc::format!("{e}")))?;
         let mut caches = Vec::with_capacity(settings.caches.len());
         for cs in &settings.caches {
-            let cache = match self.caches.iter().position(|c| c.settings().name == cs.name) {
+            let mut cache = match self.caches.iter().position(|c| c.settings().name == cs.name) {
                 Some(i) => {
                     let mut cache = self.caches.swap_remove(i);
                     cache.reconfigure(cs.clone());
@@ -144,6 +144,7 @@ impl Manager {
                 }
                 None => SessionCache::new(cs.clone()),
             };
+            cache.set_expiry_hint(self.fleet.is_some());
             caches.push(cache);
         }
         self.caches = caches;
@@ -169,6 +170,9 @@ impl Manager {
             Some(f) => f.set_margin(margin_secs),
             None => {
                 self.fleet = Some(FleetRing::new(margin_secs));
+                for cache in &mut self.caches {
+                    cache.set_expiry_hint(true);
+                }
                 caps.log(
                     Level::Info,
                     &alloc::format!("sharing session ticket keys with the store's other cores, margin {margin_secs} s"),
@@ -1079,5 +1083,11 @@ mod tests {
         assert_eq!(m.stats(&mut caps).unwrap().keys_minted, 1);
         // Housekeeping wakes for the fleet: at most the re-assertion period.
         assert!(m.housekeeping(&mut caps).unwrap() <= 5_000);
+
+        // Sessions go to the shared store with their expiry (T = 3600) as a
+        // hint, the primary entry and its age index alike.
+        m.update(&mut caps, "smtpd", "id", b"session").unwrap();
+        let hints: Vec<(&str, u64)> = caps.expiries.iter().map(|((t, _), e)| (t.as_str(), *e)).collect();
+        assert_eq!(hints, [("scache-age/smtpd", T0 + 3601), ("scache/smtpd", T0 + 3601)]);
     }
 }

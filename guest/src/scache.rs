@@ -108,6 +108,9 @@ pub struct SessionCache {
     table: String,
     index: String,
     counters: Counters,
+    /// Write entries with `put_expiring`, so that a shared store drops
+    /// what no core deletes.
+    expiry_hint: bool,
 }
 
 /// The storage key of an id.
@@ -149,7 +152,7 @@ impl SessionCache {
     pub fn new(settings: CacheSettings) -> Self {
         let table = format!("scache/{}", settings.name);
         let index = format!("scache-age/{}", settings.name);
-        SessionCache { settings, table, index, counters: Counters::default() }
+        SessionCache { settings, table, index, counters: Counters::default(), expiry_hint: false }
     }
 
     /// The cache's settings.
@@ -161,6 +164,25 @@ impl SessionCache {
     pub fn reconfigure(&mut self, settings: CacheSettings) {
         debug_assert_eq!(settings.name, self.settings.name);
         self.settings = settings;
+    }
+
+    /// Give every entry written from now on its expiry as a hint to the
+    /// store. Only a store shared by a fleet needs it (a node that stops
+    /// for good leaves entries nobody else would sweep), so a node's own
+    /// store is written with plain `put`, as recorded traces expect.
+    pub fn set_expiry_hint(&mut self, on: bool) {
+        self.expiry_hint = on;
+    }
+
+    /// Write one of the cache's entries, stored at `stored_at`.
+    fn write(&self, caps: &mut impl Capabilities, table: &str, key: &[u8], value: &[u8], stored_at: u64) -> Result<()> {
+        if self.expiry_hint {
+            // Fresh while stored_at + T >= now: of no use from the second after.
+            let expires_at = stored_at.saturating_add(u64::from(self.settings.timeout_secs)).saturating_add(1);
+            Ok(caps.put_expiring(table, key, value, expires_at)?)
+        } else {
+            Ok(caps.put(table, key, value)?)
+        }
     }
 
     /// Counters since the instance started.
@@ -225,8 +247,8 @@ impl SessionCache {
         self.make_room(caps, now_secs, &key, entries, bytes)?;
 
         // Index first, so the primary entry is never without one.
-        caps.put(&self.index, &index_key(now_secs, &key), &[])?;
-        caps.put(&self.table, &key, &value)?;
+        self.write(caps, &self.index, &index_key(now_secs, &key), &[], now_secs)?;
+        self.write(caps, &self.table, &key, &value, now_secs)?;
         if let Some(ts) = old_stored_at.filter(|&ts| ts != now_secs) {
             caps.delete(&self.index, &index_key(ts, &key))?;
         }

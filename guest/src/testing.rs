@@ -43,6 +43,8 @@ pub struct FakeCaps {
     pub storage_fault: Option<StorageError>,
     /// Storage calls made so far, failed ones included.
     pub storage_calls: u64,
+    /// The expiry hint of every entry last written with `put_expiring`.
+    pub expiries: BTreeMap<(String, Vec<u8>), u64>,
     /// Every message logged, in order.
     pub logs: Vec<(Level, String)>,
     /// The seed file's content, as a host keeps it between runs.
@@ -66,6 +68,7 @@ impl FakeCaps {
             tables: BTreeMap::new(),
             storage_fault: None,
             storage_calls: 0,
+            expiries: BTreeMap::new(),
             logs: Vec::new(),
             seed_file: None,
             seeds_taken: Vec::new(),
@@ -128,6 +131,12 @@ impl Capabilities for FakeCaps {
     fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
         self.check()?;
         self.tables.entry(table.to_string()).or_default().insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+
+    fn put_expiring(&mut self, table: &str, key: &[u8], value: &[u8], expires_at: u64) -> Result<(), StorageError> {
+        self.put(table, key, value)?;
+        self.expiries.insert((table.to_string(), key.to_vec()), expires_at);
         Ok(())
     }
 

@@ -107,6 +107,16 @@ fn a_session_stored_through_one_node_is_found_through_another() {
     assert_eq!(stored, "status=OK");
     let found = ok_stdout(&cli_client(&b.socket, &["lookup", "smtpd", "fleet-id"]), "lookup on b");
     assert_eq!(found, "status=OK session=<6 bytes>");
+    // Redis drops the entry by itself once the cache's timeout (3600 s) has
+    // passed, should no node ever delete it.
+    let mut conn = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+    let now_ms = i64::try_from(std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_millis()).unwrap();
+    for pattern in ["{tlskeeper:scache/smtpd}:v:*", "{tlskeeper:scache-age/smtpd}:v:*"] {
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg(pattern).query(&mut conn).unwrap();
+        assert_eq!(keys.len(), 1, "{pattern}");
+        let at: i64 = redis::cmd("PEXPIRETIME").arg(&keys[0]).query(&mut conn).unwrap();
+        assert!((3_590_000..=3_602_000).contains(&(at - now_ms)), "{pattern} expires {} ms from now", at - now_ms);
+    }
     let deleted = ok_stdout(&cli_client(&b.socket, &["delete", "smtpd", "fleet-id"]), "delete on b");
     assert_eq!(deleted, "status=OK");
     // A miss exits 1, as every ERR does.
@@ -391,7 +401,8 @@ fn nothing_readable_is_left_in_redis() {
     let ids: Vec<String> = (0..40).map(|i| format!("[mx{i}.example.net]:25&cache-id-{i:04}")).collect();
     for (i, id) in ids.iter().enumerate() {
         let mut client = tlskeeper_protocol::client::Client::connect(&nodes[i % 2].socket).unwrap();
-        let update = Request::Update { cache_type: "smtpd".into(), cache_id: id.clone(), session: session.clone().into() };
+        let update =
+            Request::Update { cache_type: "smtpd".into(), cache_id: id.clone(), session: session.clone().into() };
         assert!(matches!(client.request(&update).unwrap(), Reply::Update { status: Status::Ok }));
     }
     let ticket_marker = b"<tlskeeper ticket plaintext marker>";

@@ -114,6 +114,45 @@ impl bindings::storage::Host for HostState {
         Ok(result)
     }
 
+    fn put_expiring(
+        &mut self,
+        table: String,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        expires_at: u64,
+    ) -> wasmtime::Result<Result<(), bindings::storage::Error>> {
+        if let Tape::Replay(p) = &mut self.tape {
+            return p.import(
+                |r| match r {
+                    Import::StoragePutExpiring { table: t, key: k, value: v, expires_at: e, result }
+                        if (t, k, v, *e) == (&table, &key, &value, expires_at) =>
+                    {
+                        Some(result.clone())
+                    }
+                    _ => None,
+                },
+                || Import::StoragePutExpiring {
+                    table: table.clone(),
+                    key: key.clone(),
+                    value: value.clone(),
+                    expires_at,
+                    result: Ok(()),
+                },
+            );
+        }
+        let mut value = value;
+        let result = self.caps.storage.put_expiring(&table, &key, &value, expires_at).map_err(to_wit);
+        self.tape.record(|| Import::StoragePutExpiring {
+            table,
+            key,
+            value: value.clone(),
+            expires_at,
+            result: result.clone(),
+        });
+        zeroize::Zeroize::zeroize(&mut value);
+        Ok(result)
+    }
+
     fn put_if_absent(
         &mut self,
         table: String,

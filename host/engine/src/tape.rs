@@ -322,6 +322,9 @@ fn describe_request(import: &Import) -> String {
         Import::StoragePut { table, key, value, .. } | Import::StoragePutIfAbsent { table, key, value, .. } => {
             format!("{table:?}, {}, {}", bytes(key), bytes(value))
         }
+        Import::StoragePutExpiring { table, key, value, expires_at, .. } => {
+            format!("{table:?}, {}, {}, {expires_at}", bytes(key), bytes(value))
+        }
         Import::StorageScan { table, after, limit, .. } => {
             format!("{table:?}, after {}, limit {limit}", after.as_deref().map_or("none".to_owned(), bytes))
         }
@@ -337,7 +340,7 @@ fn describe_result(import: &Import) -> String {
         Import::ClockNow { result } => result.to_string(),
         Import::EntropyFill { result, .. } => bytes(result),
         Import::StorageGet { result, .. } => format!("{:?}", result.as_ref().map(|v| v.as_deref().map(bytes))),
-        Import::StoragePut { result, .. } => format!("{result:?}"),
+        Import::StoragePut { result, .. } | Import::StoragePutExpiring { result, .. } => format!("{result:?}"),
         Import::StoragePutIfAbsent { result, .. } => {
             format!("{:?}", result.as_ref().map(|v| v.as_deref().map(bytes)))
         }

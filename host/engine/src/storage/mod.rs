@@ -110,6 +110,19 @@ pub trait Storage: Send + fmt::Debug {
         self.put(table, key, value)?;
         Ok(None)
     }
+    /// `put`, with a hint that the entry is of no use from `expires_at`
+    /// (seconds since the epoch) on. A backend that can drop entries by
+    /// itself (Redis) does so then, so that an entry nobody deletes does
+    /// not stay forever; the others ignore the hint, and the core's own
+    /// expiry checks apply either way.
+    ///
+    /// # Errors
+    ///
+    /// As for `put`.
+    fn put_expiring(&mut self, table: &str, key: &[u8], value: &[u8], expires_at: u64) -> Result<(), StorageError> {
+        let _ = expires_at;
+        self.put(table, key, value)
+    }
     /// Remove `key`; true when it was present.
     fn delete(&mut self, table: &str, key: &[u8]) -> Result<bool, StorageError>;
     /// Up to `limit` entries with keys strictly after `after`, ascending.

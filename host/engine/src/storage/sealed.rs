@@ -414,6 +414,13 @@ impl<S: Storage> Storage for Sealed<S> {
         self.inner.put(table, key, &record)
     }
 
+    fn put_expiring(&mut self, table: &str, key: &[u8], value: &[u8], expires_at: u64) -> Result<(), StorageError> {
+        not_reserved(table)?;
+        check_sizes(table, key, Some(value))?;
+        let record = seal(&self.kek, table, key, value)?;
+        self.inner.put_expiring(table, key, &record, expires_at)
+    }
+
     fn put_if_absent(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         not_reserved(table)?;
         check_sizes(table, key, Some(value))?;

@@ -90,6 +90,10 @@ impl<S: Storage> Storage for Split<S> {
         self.route(table).put_if_absent(table, key, value)
     }
 
+    fn put_expiring(&mut self, table: &str, key: &[u8], value: &[u8], expires_at: u64) -> Result<(), StorageError> {
+        self.route(table).put_expiring(table, key, value, expires_at)
+    }
+
     fn delete(&mut self, table: &str, key: &[u8]) -> Result<bool, StorageError> {
         self.route(table).delete(table, key)
     }

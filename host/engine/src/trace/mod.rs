@@ -291,6 +291,19 @@ pub enum Import {
         /// Answer: the value already there, if any.
         result: Result<Option<Vec<u8>>, storage::Error>,
     },
+    /// `storage.put-expiring`.
+    StoragePutExpiring {
+        /// Table.
+        table: String,
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+        /// The expiry hint, seconds since the epoch.
+        expires_at: u64,
+        /// Answer.
+        result: Result<(), storage::Error>,
+    },
 }
 
 impl Import {
@@ -308,6 +321,7 @@ impl Import {
             Import::SeedSave { .. } => "seed-file.save",
             Import::Log { .. } => "log.log",
             Import::StoragePutIfAbsent { .. } => "storage.put-if-absent",
+            Import::StoragePutExpiring { .. } => "storage.put-expiring",
         }
     }
 }

@@ -331,12 +331,14 @@ impl RedisStorage {
         }
     }
 
-    /// `put`, or with `only_if_absent` `put_if_absent`: one script.
+    /// `put`, `put_expiring` (an expiry in Unix seconds, 0 for none) or,
+    /// with `only_if_absent`, `put_if_absent`: one script.
     fn write(
         &mut self,
         table: &str,
         key: &[u8],
         value: &[u8],
+        expires_at: u64,
         only_if_absent: bool,
     ) -> Result<Option<Vec<u8>>, StorageError> {
         check_sizes(table, key, Some(value))?;
@@ -351,7 +353,7 @@ impl RedisStorage {
                 .key(&value_key)
                 .arg(key)
                 .arg(value)
-                .arg(0u64)
+                .arg(expires_at.saturating_mul(1000))
                 .arg(u8::from(only_if_absent))
                 .invoke(con)
         })
@@ -384,11 +386,16 @@ impl Storage for RedisStorage {
     }
 
     fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
-        self.write(table, key, value, false).map(drop)
+        self.write(table, key, value, 0, false).map(drop)
+    }
+
+    fn put_expiring(&mut self, table: &str, key: &[u8], value: &[u8], expires_at: u64) -> Result<(), StorageError> {
+        // 0 would mean "no expiry" to the script; the epoch is long past.
+        self.write(table, key, value, expires_at.max(1), false).map(drop)
     }
 
     fn put_if_absent(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        self.write(table, key, value, true)
+        self.write(table, key, value, 0, true)
     }
 
     fn delete(&mut self, table: &str, key: &[u8]) -> Result<bool, StorageError> {

@@ -139,6 +139,29 @@ fn a_value_redis_expired_is_gone_from_scans_and_counts() {
 }
 
 #[test]
+fn put_expiring_hands_its_expiry_to_redis() {
+    let server = Server::start();
+    let mut s = store(&server);
+    let expires_at = 4_000_000_000u64;
+    s.put_expiring("t", b"k", b"v", expires_at).unwrap();
+    s.put("t", b"plain", b"v").unwrap();
+    let expiry = |key: &[u8]| -> i64 {
+        redis::cmd("PEXPIRETIME").arg(TableKeys::new("tlskeeper", "t").value(key)).query(&mut server.raw()).unwrap()
+    };
+    assert_eq!(expiry(b"k"), i64::try_from(expires_at * 1000).unwrap());
+    assert_eq!(expiry(b"plain"), -1, "a plain put never expires");
+    // A replacement by plain put clears the expiry, as SET does.
+    s.put("t", b"k", b"w").unwrap();
+    assert_eq!(expiry(b"k"), -1);
+    // An expiry already past: Redis drops the value at once.
+    s.put_expiring("t", b"old", b"v", 1).unwrap();
+    assert_eq!(s.get("t", b"old").unwrap(), None);
+    assert_eq!(s.stat("t").unwrap().entries, 2 + 1, "counted until a scan or delete meets it");
+    assert_eq!(s.scan("t", None, 10).unwrap().len(), 2);
+    assert_eq!(s.stat("t").unwrap().entries, 2);
+}
+
+#[test]
 fn is_empty_until_a_table_holds_something() {
     let server = Server::start();
     let mut s = store(&server);
