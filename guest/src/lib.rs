@@ -15,6 +15,8 @@
 //! - [`prng`]: when the DRBG is instantiated and reseeded, and what is mixed in.
 //! - [`scache`]: session caches: entry format, expiry, bounds, eviction,
 //!   incremental cleanup.
+//! - [`idkey`]: cache ids keyed under a salt the store keeps, and the
+//!   migration from stores that keyed them with SHA-256.
 //! - [`tickets`]: the two-slot ticket-key ring and its persistence.
 //! - [`fleet`]: ticket keys shared by cores on one store, one per time slot.
 //! - [`sealing`]: tickets sealed and opened under the ring's keys, so that
@@ -49,6 +51,7 @@ pub mod config;
 pub mod drbg;
 pub mod error;
 pub mod fleet;
+pub mod idkey;
 pub mod manager;
 pub mod nonces;
 pub mod prng;

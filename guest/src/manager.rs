@@ -24,6 +24,7 @@ use crate::caps::{Capabilities, Level};
 use crate::config::{Config, Settings};
 use crate::error::{Error, Result};
 use crate::fleet::FleetRing;
+use crate::idkey::IdKey;
 use crate::nonces::Nonces;
 use crate::prng::Prng;
 use crate::scache::{Counters, SessionCache};
@@ -88,6 +89,9 @@ pub struct Manager {
     keys: KeyRing,
     /// Set once the core joined a fleet: then it replaces `keys`.
     fleet: Option<FleetRing>,
+    /// How cache ids are keyed; loaded from the store on the first cache
+    /// request.
+    id_key: Option<IdKey>,
     seal_keys: SealCache,
     nonces: Nonces,
     prng: Prng,
@@ -112,6 +116,7 @@ impl Manager {
             caches: Vec::new(),
             keys: KeyRing::new(),
             fleet: None,
+            id_key: None,
             seal_keys: SealCache::new(),
             nonces: Nonces::new(),
             prng: Prng::new(3600),
@@ -145,6 +150,9 @@ impl Manager {
                 None => SessionCache::new(cs.clone()),
             };
             cache.set_expiry_hint(self.fleet.is_some());
+            if let Some(id_key) = &self.id_key {
+                cache.set_id_key(id_key.clone());
+            }
             caches.push(cache);
         }
         self.caches = caches;
@@ -242,8 +250,10 @@ impl Manager {
         }
     }
 
-    /// The cache that `lookup`, `update` and `delete` may use.
-    fn usable_cache(&mut self, name: &str) -> Result<&mut SessionCache> {
+    /// The cache that `lookup`, `update`, `take` and `delete` may use, at
+    /// `now_nanos` (the call's one clock reading), with the store's id key
+    /// loaded.
+    fn usable_cache(&mut self, caps: &mut impl Capabilities, name: &str) -> Result<(&mut SessionCache, u64)> {
         self.settings()?;
         let Some(i) = self.caches.iter().position(|c| c.settings().name == name) else {
             return Err(Error::UnknownCache(name.into()));
@@ -251,7 +261,26 @@ impl Manager {
         if !self.caches[i].settings().cachable() {
             return Err(Error::CacheDisabled(name.into()));
         }
-        Ok(&mut self.caches[i])
+        let now = caps.now_nanos();
+        if self.id_key.is_none() {
+            let caches = &self.caches;
+            // Entries keyed the old way stay fresh at most the longest
+            // timeout of a cache that holds any.
+            let id_key = IdKey::load(caps, &mut self.prng, now, |caps| {
+                let mut longest = 0;
+                for c in caches {
+                    if c.size(caps)?.entries > 0 {
+                        longest = longest.max(c.settings().timeout_secs);
+                    }
+                }
+                Ok(longest)
+            })?;
+            for c in &mut self.caches {
+                c.set_id_key(id_key.clone());
+            }
+            self.id_key = Some(id_key);
+        }
+        Ok((&mut self.caches[i], now / NANOS))
     }
 
     /// The fresh session stored under `id` in `cache`.
@@ -260,8 +289,7 @@ impl Manager {
     ///
     /// [`Error::UnknownCache`], [`Error::CacheDisabled`], [`Error::Storage`].
     pub fn lookup(&mut self, caps: &mut impl Capabilities, cache: &str, id: &str) -> Result<Option<Vec<u8>>> {
-        let cache = self.usable_cache(cache)?;
-        let now = caps.now_nanos() / NANOS;
+        let (cache, now) = self.usable_cache(caps, cache)?;
         cache.lookup(caps, now, id)
     }
 
@@ -272,8 +300,7 @@ impl Manager {
     /// [`Error::UnknownCache`], [`Error::CacheDisabled`],
     /// [`Error::SessionTooLarge`], [`Error::CacheFull`], [`Error::Storage`].
     pub fn update(&mut self, caps: &mut impl Capabilities, cache: &str, id: &str, session: &[u8]) -> Result<()> {
-        let cache = self.usable_cache(cache)?;
-        let now = caps.now_nanos() / NANOS;
+        let (cache, now) = self.usable_cache(caps, cache)?;
         cache.update(caps, now, id, session)
     }
 
@@ -284,8 +311,7 @@ impl Manager {
     ///
     /// [`Error::UnknownCache`], [`Error::CacheDisabled`], [`Error::Storage`].
     pub fn take(&mut self, caps: &mut impl Capabilities, cache: &str, id: &str) -> Result<Option<Vec<u8>>> {
-        let cache = self.usable_cache(cache)?;
-        let now = caps.now_nanos() / NANOS;
+        let (cache, now) = self.usable_cache(caps, cache)?;
         cache.take(caps, now, id)
     }
 
@@ -295,7 +321,8 @@ impl Manager {
     ///
     /// [`Error::UnknownCache`], [`Error::CacheDisabled`], [`Error::Storage`].
     pub fn delete(&mut self, caps: &mut impl Capabilities, cache: &str, id: &str) -> Result<bool> {
-        self.usable_cache(cache)?.delete(caps, id)
+        let (cache, now) = self.usable_cache(caps, cache)?;
+        cache.delete(caps, now, id)
     }
 
     /// The key to encrypt with (no name), or the named key if it still

@@ -4,15 +4,20 @@
 //! `SSL_SESSION` for Postfix) with the time it was stored. It lives in two
 //! storage tables:
 //!
-//! - `scache/<name>`: key `SHA-256(cache_id)`, value `version (1) ‖
-//!   stored_at (u64 BE seconds) ‖ session`.
-//! - `scache-age/<name>`: key `stored_at (u64 BE) ‖ SHA-256(cache_id)`, empty
+//! - `scache/<name>`: key `HMAC-SHA-256(salt, cache_id)` ([`crate::idkey`]),
+//!   value `version (1) ‖ stored_at (u64 BE seconds) ‖ session`.
+//! - `scache-age/<name>`: key `stored_at (u64 BE) ‖ that key`, empty
 //!   value. Ordered by age, so the oldest entries (the first to expire, and
 //!   the first to evict) are always at the front of a scan.
 //!
-//! Ids are hashed rather than stored: they embed peer addresses and host
-//! names, which then never reach the store in clear, and every key has the
-//! same 32-byte size whatever a client sends.
+//! Ids are keyed rather than stored: they embed peer addresses and host
+//! names, which then never reach the store in clear, nor can a guess be
+//! confirmed without the salt; and every key has the same 32-byte size
+//! whatever a client sends. Until the manager gives a cache its
+//! [`IdKey`] (before any request; the unit tests below run without one), ids
+//! are keyed with plain SHA-256, as stores were before the salt. While the
+//! id key says old entries may still be fresh, every operation first moves
+//! the entry under the id's old key, if any, to its new key.
 //!
 //! Expiry follows tlsmgr: an entry stored at `t` is fresh while
 //! `t + T >= now`. A lookup that finds an expired or malformed entry deletes
@@ -50,11 +55,10 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use sha2::{Digest, Sha256};
-
 use crate::caps::{Capabilities, Level};
 use crate::config::CacheSettings;
 use crate::error::{Error, Result};
+use crate::idkey::{IdKey, legacy_key};
 
 /// Format version of primary values; a stored entry of any other version is
 /// treated as malformed and deleted.
@@ -111,11 +115,8 @@ pub struct SessionCache {
     /// Write entries with `put_expiring`, so that a shared store drops
     /// what no core deletes.
     expiry_hint: bool,
-}
-
-/// The storage key of an id.
-fn entry_key(id: &str) -> [u8; KEY_LEN] {
-    Sha256::digest(id.as_bytes()).into()
+    /// How ids become keys; `None` keys with plain SHA-256.
+    id_key: Option<IdKey>,
 }
 
 fn index_key(stored_at: u64, key: &[u8; KEY_LEN]) -> [u8; INDEX_KEY_LEN] {
@@ -152,7 +153,7 @@ impl SessionCache {
     pub fn new(settings: CacheSettings) -> Self {
         let table = format!("scache/{}", settings.name);
         let index = format!("scache-age/{}", settings.name);
-        SessionCache { settings, table, index, counters: Counters::default(), expiry_hint: false }
+        SessionCache { settings, table, index, counters: Counters::default(), expiry_hint: false, id_key: None }
     }
 
     /// The cache's settings.
@@ -172,6 +173,41 @@ impl SessionCache {
     /// store is written with plain `put`, as recorded traces expect.
     pub fn set_expiry_hint(&mut self, on: bool) {
         self.expiry_hint = on;
+    }
+
+    /// Key ids with `id_key` from now on.
+    pub fn set_id_key(&mut self, id_key: IdKey) {
+        self.id_key = Some(id_key);
+    }
+
+    /// The storage key of `id`.
+    fn entry_key(&self, id: &str) -> [u8; KEY_LEN] {
+        self.id_key.as_ref().map_or_else(|| legacy_key(id), |k| k.key(id))
+    }
+
+    /// Move the entry under `id`'s key from before ids were keyed, if there
+    /// is one and it may still be fresh, to its key now; returns that key.
+    /// A well-formed old entry replaces nothing: if the new key already
+    /// holds an entry, the old one is only removed.
+    fn migrate(&mut self, caps: &mut impl Capabilities, now_secs: u64, id: &str) -> Result<[u8; KEY_LEN]> {
+        let key = self.entry_key(id);
+        let Some(old) = self.id_key.as_ref().and_then(|k| k.legacy_key(id, now_secs)) else {
+            return Ok(key);
+        };
+        let Some(value) = caps.get(&self.table, &old)? else {
+            return Ok(key);
+        };
+        let stored_at = entry_stored_at(&value);
+        if let Some(ts) = stored_at
+            && caps.get(&self.table, &key)?.is_none()
+        {
+            // The new entry before the old one goes: a crash in between
+            // leaves two copies, never none.
+            self.write(caps, &self.index, &index_key(ts, &key), &[], ts)?;
+            self.write(caps, &self.table, &key, &value, ts)?;
+        }
+        self.remove(caps, &old, stored_at)?;
+        Ok(key)
     }
 
     /// Write one of the cache's entries, stored at `stored_at`.
@@ -201,7 +237,7 @@ impl SessionCache {
     ///
     /// [`Error::Storage`] when the storage capability fails.
     pub fn lookup(&mut self, caps: &mut impl Capabilities, now_secs: u64, id: &str) -> Result<Option<Vec<u8>>> {
-        let key = entry_key(id);
+        let key = self.migrate(caps, now_secs, id)?;
         let Some(mut value) = caps.get(&self.table, &key)? else {
             self.counters.misses += 1;
             return Ok(None);
@@ -235,7 +271,7 @@ impl SessionCache {
         if session.len() > self.settings.max_session_bytes as usize {
             return Err(Error::SessionTooLarge(u32::try_from(session.len()).unwrap_or(u32::MAX)));
         }
-        let key = entry_key(id);
+        let key = self.migrate(caps, now_secs, id)?;
         let value = encode_entry(now_secs, session);
         let old = caps.get(&self.table, &key)?;
         let old_len = old.as_ref().map_or(0, |v| (KEY_LEN + v.len()) as u64);
@@ -261,8 +297,8 @@ impl SessionCache {
     /// # Errors
     ///
     /// [`Error::Storage`] when the storage capability fails.
-    pub fn delete(&mut self, caps: &mut impl Capabilities, id: &str) -> Result<bool> {
-        let key = entry_key(id);
+    pub fn delete(&mut self, caps: &mut impl Capabilities, now_secs: u64, id: &str) -> Result<bool> {
+        let key = self.migrate(caps, now_secs, id)?;
         let Some(value) = caps.get(&self.table, &key)? else {
             return Ok(false);
         };
@@ -285,7 +321,7 @@ impl SessionCache {
         };
         // Rereading the entry is cheap (the host's overlay holds it) and
         // keeps one removal path for the index and the counters.
-        self.delete(caps, id)?;
+        self.delete(caps, now_secs, id)?;
         Ok(Some(session))
     }
 
@@ -418,6 +454,7 @@ mod tests {
     use crate::testing::FakeCaps;
     use alloc::string::ToString;
     use alloc::vec;
+    use sha2::{Digest, Sha256};
 
     const T0: u64 = 1_700_000_000;
     const TABLE: &str = "scache/smtpd";
@@ -440,7 +477,7 @@ mod tests {
 
     /// Whether a primary entry for `id` is in storage.
     fn stored(caps: &FakeCaps, id: &str) -> bool {
-        caps.tables.get(TABLE).is_some_and(|t| t.contains_key(entry_key(id).as_slice()))
+        caps.tables.get(TABLE).is_some_and(|t| t.contains_key(legacy_key(id).as_slice()))
     }
 
     /// The ids among `ids` that have a primary entry.
@@ -488,7 +525,7 @@ mod tests {
         assert_eq!(c.lookup(&mut caps, T0 + 5, "id").unwrap(), Some(b"third".to_vec()));
         assert_eq!((caps.len(TABLE), caps.len(INDEX)), (1, 1));
         let only_index = caps.tables[INDEX].keys().next().unwrap().clone();
-        assert_eq!(only_index, index_key(T0 + 5, &entry_key("id")).to_vec());
+        assert_eq!(only_index, index_key(T0 + 5, &legacy_key("id")).to_vec());
         assert_eq!(c.counters(), counters(2, 0, 3, 0, 0, 0));
     }
 
@@ -520,7 +557,7 @@ mod tests {
         for (what, value) in cases {
             let mut caps = FakeCaps::new(T0, 1);
             let mut c = cache(3600);
-            caps.put(TABLE, &entry_key("id"), &value).unwrap();
+            caps.put(TABLE, &legacy_key("id"), &value).unwrap();
             assert_eq!(c.lookup(&mut caps, T0, "id").unwrap(), None, "{what}");
             assert!(!stored(&caps, "id"), "{what}: malformed entry left in storage");
             assert_eq!(caps.logs, vec![(Level::Warn, "smtpd cache: malformed entry removed".to_string())], "{what}");
@@ -631,7 +668,7 @@ mod tests {
         c.update(&mut caps, T0, "a", b"s").unwrap();
         c.update(&mut caps, T0 + 1, "b", b"s").unwrap();
         // An index entry whose primary is gone, at the very front.
-        caps.put(INDEX, &index_key(T0 - 5, &entry_key("ghost")), &[]).unwrap();
+        caps.put(INDEX, &index_key(T0 - 5, &legacy_key("ghost")), &[]).unwrap();
         c.update(&mut caps, T0 + 2, "c", b"s").unwrap();
         assert_eq!(present(&caps, &["a", "b", "c"]), ["b", "c"]);
         assert_eq!((caps.len(TABLE), caps.len(INDEX)), (2, 2));
@@ -671,9 +708,9 @@ mod tests {
         let mut caps = FakeCaps::new(T0, 1);
         let mut c = cache(3600);
         c.update(&mut caps, T0, "id", b"s").unwrap();
-        assert_eq!(c.delete(&mut caps, "id"), Ok(true));
+        assert_eq!(c.delete(&mut caps, T0, "id"), Ok(true));
         assert_eq!((caps.len(TABLE), caps.len(INDEX)), (0, 0));
-        assert_eq!(c.delete(&mut caps, "id"), Ok(false));
+        assert_eq!(c.delete(&mut caps, T0, "id"), Ok(false));
         assert_eq!(c.lookup(&mut caps, T0, "id").unwrap(), None);
         assert_eq!(c.counters(), counters(0, 1, 1, 1, 0, 0));
     }
@@ -742,8 +779,8 @@ mod tests {
         c.update(&mut caps, T0 + 50, "a", b"second").unwrap();
         // A crash between writing the new entry and removing the old index
         // entry leaves the old one behind; so does one whose primary is gone.
-        caps.put(INDEX, &index_key(T0, &entry_key("a")), &[]).unwrap();
-        caps.put(INDEX, &index_key(T0 + 1, &entry_key("gone")), &[]).unwrap();
+        caps.put(INDEX, &index_key(T0, &legacy_key("a")), &[]).unwrap();
+        caps.put(INDEX, &index_key(T0 + 1, &legacy_key("gone")), &[]).unwrap();
         assert_eq!((caps.len(TABLE), caps.len(INDEX)), (1, 3));
 
         let sweep = c.sweep(&mut caps, T0 + 125, 16).unwrap();
@@ -751,7 +788,7 @@ mod tests {
         assert_eq!((caps.len(TABLE), caps.len(INDEX)), (1, 1));
         assert_eq!(
             caps.tables[INDEX].keys().next().unwrap().as_slice(),
-            index_key(T0 + 50, &entry_key("a")).as_slice()
+            index_key(T0 + 50, &legacy_key("a")).as_slice()
         );
         assert_eq!(c.counters().expired, 0);
         assert_eq!(c.lookup(&mut caps, T0 + 125, "a").unwrap(), Some(b"second".to_vec()));
@@ -762,7 +799,7 @@ mod tests {
         let mut caps = FakeCaps::new(T0, 1);
         let mut c = cache(120);
         c.update(&mut caps, T0, "id", b"s").unwrap();
-        caps.tables.get_mut(TABLE).unwrap().get_mut(entry_key("id").as_slice()).unwrap()[0] = 0xff;
+        caps.tables.get_mut(TABLE).unwrap().get_mut(legacy_key("id").as_slice()).unwrap()[0] = 0xff;
         let sweep = c.sweep(&mut caps, T0 + 200, 16).unwrap();
         assert_eq!(sweep.removed, 1);
         assert_eq!(caps.len(INDEX), 0);
@@ -776,7 +813,7 @@ mod tests {
         let mut caps = FakeCaps::new(T0, 1);
         let mut c = SessionCache::new(settings(3600, 1, 1 << 20));
         c.update(&mut caps, T0, "a", b"s").unwrap();
-        caps.tables.get_mut(TABLE).unwrap().get_mut(entry_key("a").as_slice()).unwrap()[0] = 0xff;
+        caps.tables.get_mut(TABLE).unwrap().get_mut(legacy_key("a").as_slice()).unwrap()[0] = 0xff;
         assert_eq!(c.update(&mut caps, T0 + 1, "b", b"s"), Ok(()));
         assert_eq!(present(&caps, &["a", "b"]), ["b"]);
     }
@@ -790,7 +827,7 @@ mod tests {
         let io = Error::Storage("storage I/O error: disk on fire".into());
         assert_eq!(c.lookup(&mut caps, T0, "id"), Err(io.clone()));
         assert_eq!(c.update(&mut caps, T0, "other", b"s"), Err(io.clone()));
-        assert_eq!(c.delete(&mut caps, "id"), Err(io.clone()));
+        assert_eq!(c.delete(&mut caps, T0, "id"), Err(io.clone()));
         assert_eq!(c.sweep(&mut caps, T0 + 500, 16), Err(io.clone()));
         assert_eq!(c.size(&mut caps), Err(io));
         caps.storage_fault = Some(StorageError::Unavailable("db restarting".into()));
@@ -800,5 +837,71 @@ mod tests {
         assert_eq!(c.counters(), counters(0, 0, 1, 0, 0, 0));
         assert_eq!(c.lookup(&mut caps, T0, "id").unwrap(), Some(b"s".to_vec()));
         assert!(!stored(&caps, "other"));
+    }
+
+    /// An id key over `caps`'s store, made when the caches held entries
+    /// for up to `legacy` seconds.
+    fn id_key(caps: &mut FakeCaps, legacy: u32) -> IdKey {
+        let now = caps.now;
+        IdKey::load(caps, &mut crate::prng::Prng::new(3600), now, |_| Ok(legacy)).unwrap()
+    }
+
+    fn index_keys(caps: &FakeCaps) -> Vec<Vec<u8>> {
+        caps.tables.get(INDEX).map_or(Vec::new(), |t| t.keys().cloned().collect())
+    }
+
+    #[test]
+    fn keyed_ids_are_not_their_sha256() {
+        let mut caps = FakeCaps::new(T0, 1);
+        let mut c = cache(3600);
+        c.set_id_key(id_key(&mut caps, 0));
+        c.update(&mut caps, T0, "[mx.example.net]:25", b"s").unwrap();
+        assert!(!stored(&caps, "[mx.example.net]:25"), "stored under SHA-256 of the id");
+        assert_eq!(caps.len(TABLE), 1);
+        assert_eq!(c.lookup(&mut caps, T0, "[mx.example.net]:25").unwrap().as_deref(), Some(&b"s"[..]));
+    }
+
+    #[test]
+    fn entries_stored_before_ids_were_keyed_move_to_their_new_keys() {
+        let mut caps = FakeCaps::new(T0, 1);
+        let mut c = cache(3600);
+        for id in ["looked-up", "deleted", "updated", "taken"] {
+            c.update(&mut caps, T0, id, id.as_bytes()).unwrap();
+        }
+        let key = id_key(&mut caps, 3600);
+        c.set_id_key(key.clone());
+        let now = T0 + 100;
+
+        // Found, and moved: under its new key, with its age kept.
+        assert_eq!(c.lookup(&mut caps, now, "looked-up").unwrap().as_deref(), Some(&b"looked-up"[..]));
+        assert!(!stored(&caps, "looked-up"));
+        let moved = key.key("looked-up");
+        assert!(caps.tables[TABLE].contains_key(moved.as_slice()));
+        assert!(index_keys(&caps).contains(&index_key(T0, &moved).to_vec()));
+        assert!(!index_keys(&caps).contains(&index_key(T0, &legacy_key("looked-up")).to_vec()));
+
+        // A delete or an update leaves no old entry for a later lookup.
+        assert_eq!(c.delete(&mut caps, now, "deleted"), Ok(true));
+        assert_eq!(c.lookup(&mut caps, now, "deleted").unwrap(), None);
+        c.update(&mut caps, now, "updated", b"new").unwrap();
+        assert_eq!(c.lookup(&mut caps, now, "updated").unwrap().as_deref(), Some(&b"new"[..]));
+        assert_eq!(c.take(&mut caps, now, "taken").unwrap().as_deref(), Some(&b"taken"[..]));
+        assert_eq!(c.lookup(&mut caps, now, "taken").unwrap(), None);
+        assert!(["deleted", "updated", "taken"].iter().all(|id| !stored(&caps, id)));
+        assert_eq!((caps.len(TABLE), caps.len(INDEX)), (2, 2), "looked-up and updated, each indexed once");
+    }
+
+    #[test]
+    fn old_entries_are_not_looked_for_once_they_must_have_expired() {
+        let mut caps = FakeCaps::new(T0, 1);
+        let mut c = cache(3600);
+        c.update(&mut caps, T0, "old", b"s").unwrap();
+        c.set_id_key(id_key(&mut caps, 3600));
+        let calls = caps.storage_calls;
+        assert_eq!(c.lookup(&mut caps, T0 + 3601, "old").unwrap(), None);
+        assert_eq!(caps.storage_calls - calls, 1, "one read: the new key only");
+        assert!(stored(&caps, "old"), "left to the sweep");
+        assert_eq!(c.sweep(&mut caps, T0 + 3601, 16).unwrap().removed, 1);
+        assert_eq!((caps.len(TABLE), caps.len(INDEX)), (0, 0));
     }
 }

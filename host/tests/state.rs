@@ -39,7 +39,7 @@ use common::{Daemon, ScriptedClock, cli_client, ok_stdout, runtime};
 const SMTPD: &str = "scache/smtpd";
 const SMTPD_AGE: &str = "scache-age/smtpd";
 /// Every table a store written by these tests holds.
-const TABLES: [&str; 3] = [TICKET_KEY_TABLE, SMTPD, SMTPD_AGE];
+const TABLES: [&str; 4] = [TICKET_KEY_TABLE, SMTPD, SMTPD_AGE, "scache-salt"];
 /// redb's page size, for choosing where to flip bytes.
 const PAGE: usize = 4096;
 
@@ -98,8 +98,8 @@ fn raw_store(dir: &Path) -> FileStorage {
     FileStorage::open_path(dir, FileOptions::default()).unwrap_or_else(|e| panic!("raw open: {e}"))
 }
 
-/// The storage key of a session id (the core hashes ids).
-fn session_key(id: &str) -> Vec<u8> {
+/// The storage key a session id had before ids were keyed under a salt.
+fn legacy_session_key(id: &str) -> Vec<u8> {
     Sha256::digest(id.as_bytes()).to_vec()
 }
 
@@ -340,9 +340,14 @@ fn flipped_bytes_are_never_served() {
     let clock = ScriptedClock::new();
     let session = session_pattern();
 
-    // (a) Records.
+    // (a) Records. Ids are keyed under a salt sealed in the store, so the
+    // tampered session's record is found as the one its update added.
     let mut core = start(&settings, &clock);
     core.update("smtpd", "tampered-id", &session).unwrap();
+    core.flush_storage().unwrap();
+    drop(core);
+    let tampered_key = scan_all(&mut raw_store(&state_dir), SMTPD).pop().unwrap().0;
+    let mut core = start(&settings, &clock);
     core.update("smtpd", "intact-id", &session).unwrap();
     let key = core.ticket_key(None).unwrap().unwrap();
     core.flush_storage().unwrap();
@@ -355,7 +360,7 @@ fn flipped_bytes_are_never_served() {
         raw.put(table, key, &record).unwrap();
     };
     let mut raw = raw_store(&state_dir);
-    flip(&mut raw, SMTPD, &session_key("tampered-id"));
+    flip(&mut raw, SMTPD, &tampered_key);
     flip(&mut raw, TICKET_KEY_TABLE, &key.name);
     drop(raw);
 
@@ -368,7 +373,7 @@ fn flipped_bytes_are_never_served() {
     core.flush_storage().unwrap();
     drop(core);
     let mut raw = raw_store(&state_dir);
-    assert_eq!(raw.get(SMTPD, &session_key("tampered-id")).unwrap(), None, "the tampered session was kept");
+    assert_eq!(raw.get(SMTPD, &tampered_key).unwrap(), None, "the tampered session was kept");
     assert_eq!(raw.get(TICKET_KEY_TABLE, &key.name).unwrap(), None, "the tampered key was kept");
     assert!(raw.get(TICKET_KEY_TABLE, &new_key.name).unwrap().is_some(), "the new key was not stored");
     drop(raw);
@@ -393,7 +398,7 @@ fn flipped_bytes_are_never_served() {
             }
         }
     }
-    assert_eq!(originals.len(), 11, "5 sessions, their index entries and one key");
+    assert_eq!(originals.len(), 12, "5 sessions, their index entries, one key and the id salt");
     let original = fs::read(base.join(FILE_NAME)).unwrap();
 
     // Every byte of the headers, every 97th byte of each page that holds
@@ -574,4 +579,51 @@ fn volatile_caches_never_reach_the_disk() {
     for table in tlskeeper_engine::storage::split::cache_tables("smtpd") {
         assert_eq!(raw.stat(&table).unwrap().entries, 1, "{table} should hold the smtpd session");
     }
+}
+
+/// Proves the migration of a store written before cache ids were keyed
+/// under a salt: its sessions, stored under SHA-256 of their ids, are found
+/// by the real core and moved under their keyed names, so that afterwards
+/// no record of the store is named by a hash anyone can compute from a
+/// guessed id.
+#[test]
+fn a_store_from_before_keyed_ids_is_migrated_as_its_sessions_are_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let settings = settings(&state_dir);
+    let clock = ScriptedClock::new();
+    let session = session_pattern();
+    let ids: Vec<String> = (0..5).map(|i| format!("[mx{i}.example.net]:25")).collect();
+    {
+        // Written as an earlier tlskeeper did: entry and age index under
+        // SHA-256 of the id.
+        let mut state = state::open(&settings.state_options()).unwrap();
+        let stored_at = clock.now_secs();
+        for id in &ids {
+            let key = legacy_session_key(id);
+            let mut value = vec![1u8];
+            value.extend_from_slice(&stored_at.to_be_bytes());
+            value.extend_from_slice(&session);
+            state.storage.put(SMTPD_AGE, &[&stored_at.to_be_bytes()[..], &key].concat(), &[]).unwrap();
+            state.storage.put(SMTPD, &key, &value).unwrap();
+        }
+        state.storage.flush().unwrap();
+    }
+    clock.advance_secs(60);
+    let mut core = start(&settings, &clock);
+    for id in &ids[..4] {
+        assert_eq!(core.lookup("smtpd", id).unwrap().as_deref(), Some(&session[..]), "{id} lost in the migration");
+    }
+    assert!(core.delete("smtpd", &ids[4]).unwrap(), "an old entry is deleted like any other");
+    assert_eq!(core.lookup("smtpd", &ids[4]).unwrap(), None);
+    core.flush_storage().unwrap();
+    drop(core);
+
+    let mut raw = raw_store(&state_dir);
+    let keys: Vec<Vec<u8>> = scan_all(&mut raw, SMTPD).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys.len(), 4);
+    for id in &ids {
+        assert!(!keys.contains(&legacy_session_key(id)), "{id} is still stored under its SHA-256");
+    }
+    assert_eq!(scan_all(&mut raw, SMTPD_AGE).len(), 4, "one age entry per session");
 }
