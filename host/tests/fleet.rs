@@ -441,3 +441,133 @@ fn nothing_readable_is_left_in_redis() {
         assert!(found.is_none(), "{what} is in Redis in clear");
     }
 }
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: libc::pid_t) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// What the load saw in one phase: replies, the slowest, and what they were.
+#[derive(Default, Debug)]
+struct Phase {
+    replies: u64,
+    slowest: Duration,
+    ok: u64,
+}
+
+/// Proves what a Redis outage does to a node under load: every request is
+/// answered (FAIL or a miss) within a bound near the 200 ms timeout, the
+/// node's memory stays flat and nothing panics; the outage is logged once
+/// each way; Redis back (restarted empty, no persistence) means full
+/// service without a restart, no session from before served, tickets under
+/// the keys the node knows still opening, and a node started afterwards
+/// adopting those keys.
+#[test]
+fn a_redis_outage_costs_quick_answers_and_ends_by_itself() {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = Some(Redis::start(dir.path()));
+    let kek = dir.path().join("kek");
+    new_kek(&kek);
+    let mut a = node(dir.path(), "a", redis.as_ref().unwrap(), &kek);
+    let ticket = seal_on(&a, b"sealed before the outage");
+    let socket = a.socket.clone();
+    let update = |client: &mut tlskeeper_protocol::client::Client, id: &str| {
+        let request =
+            Request::Update { cache_type: "smtpd".into(), cache_id: id.into(), session: b"s".to_vec().into() };
+        matches!(client.request(&request).unwrap(), Reply::Update { status: Status::Ok })
+    };
+    let lookup = |client: &mut tlskeeper_protocol::client::Client, id: &str| {
+        let request = Request::Lookup { cache_type: "smtpd".into(), cache_id: id.into() };
+        match client.request(&request).unwrap() {
+            Reply::Lookup { status: Status::Ok, .. } => true,
+            Reply::Lookup { status: Status::Err | Status::Fail, .. } => false,
+            other => panic!("lookup: {other:?}"),
+        }
+    };
+    let mut client = tlskeeper_protocol::client::Client::connect(&socket).unwrap();
+    for i in 0..20 {
+        assert!(update(&mut client, &format!("before-{i}")));
+    }
+
+    // 0: Redis up, 1: stopped, 2: back, 3: stop the load.
+    let phase = Arc::new(AtomicU8::new(0));
+    let seen: Arc<Mutex<[Phase; 3]>> = Arc::default();
+    let load = {
+        let (phase, seen, socket) = (Arc::clone(&phase), Arc::clone(&seen), socket.clone());
+        std::thread::spawn(move || {
+            let mut client = tlskeeper_protocol::client::Client::connect(&socket).unwrap();
+            let mut n = 0u64;
+            loop {
+                let p = phase.load(Ordering::SeqCst);
+                if p == 3 {
+                    return;
+                }
+                n += 1;
+                let started = Instant::now();
+                let ok = [update(&mut client, &format!("load-{n}")), lookup(&mut client, "before-0")];
+                let took = started.elapsed() / 2;
+                let mut seen = seen.lock().unwrap();
+                let phase = &mut seen[usize::from(p)];
+                phase.replies += 2;
+                phase.slowest = phase.slowest.max(took);
+                phase.ok += ok.iter().filter(|&&ok| ok).count() as u64;
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+
+    drop(redis.take()); // killed by PID
+    phase.store(1, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_early = rss_kib(a.pid());
+    std::thread::sleep(Duration::from_secs(3));
+    let rss_late = rss_kib(a.pid());
+
+    let redis = Redis::start(dir.path()); // the same socket, empty
+    phase.store(2, Ordering::SeqCst);
+    let back = Instant::now();
+    while seen.lock().unwrap()[2].ok == 0 {
+        assert!(back.elapsed() < Duration::from_secs(10), "no request served after Redis came back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    phase.store(3, Ordering::SeqCst);
+    load.join().unwrap();
+
+    let seen = seen.lock().unwrap();
+    println!("outage: {:?}; memory {rss_early} KiB -> {rss_late} KiB", *seen);
+    // The last round before the kill may meet it.
+    assert!(seen[0].replies > 0 && seen[0].ok + 2 >= seen[0].replies, "before: {:?}", seen[0]);
+    let outage = &seen[1];
+    assert!(outage.replies > 20, "only {} answers during the outage", outage.replies);
+    assert_eq!(outage.ok, 0, "served during the outage");
+    // 200 ms is the timeout; the rest is slack for a loaded machine.
+    assert!(outage.slowest < Duration::from_secs(2), "a request took {:?} during the outage", outage.slowest);
+    assert!(rss_late < rss_early + 16 * 1024, "memory grew from {rss_early} to {rss_late} KiB during the outage");
+
+    // Back, empty: nothing from before is served; new sessions are.
+    let mut client = tlskeeper_protocol::client::Client::connect(&socket).unwrap();
+    for i in 0..20 {
+        assert!(!lookup(&mut client, &format!("before-{i}")), "before-{i} served after Redis restarted empty");
+    }
+    assert!(update(&mut client, "after") && lookup(&mut client, "after"));
+    assert_eq!(open_on(&a, &ticket).as_deref(), Some(&b"sealed before the outage"[..]), "a known key stopped opening");
+
+    // The node writes its keys and the store's check record back; a node
+    // started now adopts them.
+    std::thread::sleep(Duration::from_secs(6));
+    let b = node(dir.path(), "b", &redis, &kek);
+    assert_eq!(open_on(&b, &ticket).as_deref(), Some(&b"sealed before the outage"[..]));
+    assert_eq!(postfix_key_name(&b), postfix_key_name(&a));
+
+    a.sigterm();
+    let log = a.log();
+    assert!(!log.contains("panicked"), "{log}");
+    assert_eq!(log.matches("cannot be reached").count(), 1, "{log}");
+    assert_eq!(log.matches("answers again").count(), 1, "{log}");
+}

@@ -232,7 +232,9 @@ fn fleet_store(redis: &RedisOptions, options: &StateOptions) -> Result<Split<Sea
     let read_error = |source| StateError::RedisRead { store: described.clone(), source };
     let empty = store.is_empty().map_err(read_error)?;
     let fingerprint = kek.fingerprint();
-    let sealed = Sealed::open(store, kek, &described, empty).map_err(|e| seal_error(e, &kek_path))?;
+    let sealed = Sealed::open(store, kek, &described, empty)
+        .and_then(Sealed::reasserting_check)
+        .map_err(|e| seal_error(e, &kek_path))?;
     tracing::info!(
         "state in {described}{}, sealed under {} (fingerprint {fingerprint})",
         if empty { ", empty: the first node of a new fleet" } else { "" },

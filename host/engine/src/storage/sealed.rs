@@ -194,6 +194,9 @@ pub struct Sealed<S: Storage> {
     rejected: u64,
     /// Names the store in messages.
     location: String,
+    /// For a store others share: the check record, written back at every
+    /// flush where it has gone ([`Sealed::reasserting_check`]).
+    check_record: Option<Vec<u8>>,
 }
 
 impl<S: Storage> fmt::Debug for Sealed<S> {
@@ -258,7 +261,35 @@ impl<S: Storage> Sealed<S> {
             }
             None => return Err(SealError::Unsealed { location: location.to_owned() }),
         }
-        Ok(Self { inner, kek, rejected: 0, location: location.to_owned() })
+        Ok(Self { inner, kek, rejected: 0, location: location.to_owned(), check_record: None })
+    }
+
+    /// Write the check record back at every flush if it has gone, as it
+    /// does when a shared store (a Redis without persistence) restarts
+    /// empty under running nodes: they go on writing sealed records, and
+    /// without the check a node started afterwards would take the store for
+    /// one never sealed and refuse it.
+    ///
+    /// # Errors
+    ///
+    /// [`SealError::Storage`] when the check record cannot be sealed.
+    pub fn reasserting_check(mut self) -> Result<Self, SealError> {
+        let mut record = self.kek.fingerprint_bytes().to_vec();
+        record.extend(
+            seal(&self.kek, CHECK_TABLE, CHECK_KEY, CHECK_PLAINTEXT)
+                .map_err(|source| SealError::Storage { location: self.location.clone(), source })?,
+        );
+        self.check_record = Some(record);
+        Ok(self)
+    }
+
+    /// The check record written back where it has gone. Failures are not
+    /// reported: a store that cannot be reached logs that itself, and the
+    /// next flush tries again.
+    fn reassert_check(&mut self) {
+        if let Some(record) = &self.check_record {
+            let _ = self.inner.put_if_absent(CHECK_TABLE, CHECK_KEY, record);
+        }
     }
 
     /// Records rejected (failed authentication, and removed) since
@@ -483,6 +514,7 @@ impl<S: Storage> Storage for Sealed<S> {
     }
 
     fn flush(&mut self) -> Result<(), StorageError> {
+        self.reassert_check();
         self.inner.flush()
     }
 
@@ -491,6 +523,9 @@ impl<S: Storage> Storage for Sealed<S> {
     }
 
     fn start_commit(&mut self, durable: bool) -> Result<Option<Commit>, StorageError> {
+        if durable {
+            self.reassert_check();
+        }
         self.inner.start_commit(durable)
     }
 
@@ -828,5 +863,27 @@ mod tests {
         let shown = format!("{s:?}");
         assert!(shown.contains(&Kek::from_bytes([0xab; 32]).fingerprint()), "{shown}");
         assert!(!shown.contains("abab") && !shown.contains("171") && !shown.contains("secret"), "{shown}");
+    }
+
+    #[test]
+    fn a_shared_store_that_lost_its_check_gets_it_back_at_the_next_flush() {
+        let mut s = Sealed::open(MemoryStorage::new(), kek(1), "shared", true).unwrap().reasserting_check().unwrap();
+        // As a Redis restarted empty: everything gone, then a write.
+        s.inner_mut().delete(CHECK_TABLE, CHECK_KEY).unwrap();
+        s.put("t", b"k", b"v").unwrap();
+        s.flush().unwrap();
+        let inner = s.into_inner();
+        let mut reopened = Sealed::open(inner, kek(1), "shared", false).unwrap();
+        assert_eq!(reopened.get("t", b"k").unwrap().as_deref(), Some(&b"v"[..]));
+        // Still checked: another key is refused.
+        let inner = reopened.into_inner();
+        assert!(matches!(Sealed::open(inner, kek(2), "shared", false), Err(SealError::WrongKek { .. })));
+
+        // A store of one node's own does not write it back.
+        let mut own = Sealed::open(MemoryStorage::new(), kek(1), "own", true).unwrap();
+        own.inner_mut().delete(CHECK_TABLE, CHECK_KEY).unwrap();
+        own.put("t", b"k", b"v").unwrap();
+        own.flush().unwrap();
+        assert!(matches!(Sealed::open(own.into_inner(), kek(1), "own", false), Err(SealError::Unsealed { .. })));
     }
 }
