@@ -37,7 +37,7 @@ use tlskeeper::service::Service;
 use tlskeeper::shutdown::Shutdown;
 use tlskeeper_engine::caps::{Clock, OsEntropy};
 use tlskeeper_engine::shared_core::SharedCore;
-use tlskeeper_engine::{Capabilities, Core, Runtime};
+use tlskeeper_engine::{Core, Runtime};
 
 /// A realistic start time, in nanoseconds since the epoch.
 const START_NANOS: u64 = 1_795_000_000 * 1_000_000_000;
@@ -163,12 +163,7 @@ fn measure(runtime: &Runtime, work: &Path, persistent: bool, sessions: u64, seco
 
     let rss_before = rss_bytes();
     let state = tlskeeper_engine::state::open(&settings.state_options()).unwrap_or_else(|e| panic!("{e}"));
-    let caps = Capabilities {
-        clock: Box::new(clock.clone()),
-        entropy: Box::new(OsEntropy),
-        storage: state.storage,
-        seed_file: state.seed_file,
-    };
+    let caps = state.into_capabilities(Box::new(clock.clone()), Box::new(OsEntropy));
     let mut core = Core::start(runtime, caps, settings.core_config(), settings.limits()).unwrap();
     let started = Instant::now();
     for i in 0..sessions {

@@ -26,7 +26,7 @@ pub use crate::daemon::Failure;
 use crate::daemon::{Daemon, fail};
 use crate::keybuf;
 use crate::shutdown::Shutdown;
-use tlskeeper_engine::{Capabilities, Runtime, Tape};
+use tlskeeper_engine::{Runtime, Tape};
 use tlskeeper_protocol::client::Client;
 use tlskeeper_protocol::tlsmgr::{Reply, Request};
 
@@ -349,12 +349,8 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
     };
     let state =
         tlskeeper_engine::state::open(&settings.state_options()).map_err(|e| fail(e.status(), e.to_string()))?;
-    let caps = Capabilities {
-        clock: Box::new(tlskeeper_engine::caps::SystemClock),
-        entropy: Box::new(tlskeeper_engine::caps::OsEntropy),
-        storage: state.storage,
-        seed_file: state.seed_file,
-    };
+    let caps = state
+        .into_capabilities(Box::new(tlskeeper_engine::caps::SystemClock), Box::new(tlskeeper_engine::caps::OsEntropy));
     let daemon = Daemon::on_own_socket(runtime, caps, settings, mode, shutdown, started, tape)?;
     crate::daemon::run(daemon).map_err(Failure::from)
 }

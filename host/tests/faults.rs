@@ -29,7 +29,7 @@ use tlskeeper::config::Settings;
 use tlskeeper_engine::state::{assemble, store_options};
 use tlskeeper_engine::storage::faulty::{Fault, FaultyDisk};
 use tlskeeper_engine::storage::{FileOptions, FileStorage, OpenError};
-use tlskeeper_engine::{Capabilities, Core, Runtime};
+use tlskeeper_engine::{Core, Runtime};
 use tlskeeper_protocol::client::Client;
 use tlskeeper_protocol::tlsmgr::{Reply, Request, Status};
 
@@ -113,12 +113,7 @@ fn server_on_disk(runtime: &Runtime, dir: &Path, disk: &FaultyDisk) -> TestServe
     };
     let state = assemble(Some(store), &settings.state_options()).unwrap();
     let clock = ScriptedClock::new();
-    let caps = Capabilities {
-        clock: Box::new(clock.clone()),
-        entropy: Box::new(SeededEntropy::new(7)),
-        storage: state.storage,
-        seed_file: state.seed_file,
-    };
+    let caps = state.into_capabilities(Box::new(clock.clone()), Box::new(SeededEntropy::new(7)));
     let core = Core::start(runtime, caps, settings.core_config(), settings.limits()).unwrap();
     TestServer::with_core(core, clock, &settings)
 }

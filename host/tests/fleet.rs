@@ -17,8 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tlskeeper::config::{CacheSettings, Settings};
+use tlskeeper_engine::Core;
 use tlskeeper_engine::caps::{Clock, OsEntropy};
-use tlskeeper_engine::{Capabilities, Core};
 use tlskeeper_protocol::tlsmgr::{Reply, Request, Status};
 
 use common::{BIN, Daemon, ScriptedClock, cli_client, ok_stdout, runtime};
@@ -286,12 +286,7 @@ fn fast_fleet(url: &str, kek: &Path) -> Settings {
 /// The real core on the fleet's Redis, on `clock`.
 fn fleet_core(settings: &Settings, clock: &SkewedClock) -> Core {
     let state = tlskeeper_engine::state::open(&settings.state_options()).unwrap_or_else(|e| panic!("{e}"));
-    let caps = Capabilities {
-        clock: Box::new(clock.clone()),
-        entropy: Box::new(OsEntropy),
-        storage: state.storage,
-        seed_file: state.seed_file,
-    };
+    let caps = state.into_capabilities(Box::new(clock.clone()), Box::new(OsEntropy));
     let mut core = Core::start(runtime(), caps, settings.core_config(), settings.limits()).expect("core starts");
     core.join_fleet(settings.fleet().unwrap()).expect("joins the fleet");
     core

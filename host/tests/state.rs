@@ -27,11 +27,11 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tlskeeper::config::Settings;
+use tlskeeper_engine::Core;
 use tlskeeper_engine::caps::OsEntropy;
 use tlskeeper_engine::state::{self, StateError, TICKET_KEY_TABLE};
 use tlskeeper_engine::storage::file::FILE_NAME;
 use tlskeeper_engine::storage::{FileOptions, FileStorage, SealError, Storage, kek};
-use tlskeeper_engine::{Capabilities, Core};
 
 use common::{Daemon, ScriptedClock, cli_client, ok_stdout, runtime};
 
@@ -76,12 +76,7 @@ fn settings(dir: &Path) -> Settings {
 /// The real core over the state `settings` name, on `clock`.
 fn start(settings: &Settings, clock: &ScriptedClock) -> Core {
     let state = state::open(&settings.state_options()).unwrap_or_else(|e| panic!("the state opens: {e}"));
-    let caps = Capabilities {
-        clock: Box::new(clock.clone()),
-        entropy: Box::new(OsEntropy),
-        storage: state.storage,
-        seed_file: state.seed_file,
-    };
+    let caps = state.into_capabilities(Box::new(clock.clone()), Box::new(OsEntropy));
     Core::start(runtime(), caps, settings.core_config(), settings.limits()).expect("core starts")
 }
 

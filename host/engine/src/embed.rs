@@ -34,7 +34,7 @@ use std::thread::JoinHandle;
 use crate::caps::{Clock, Entropy, OsEntropy, SystemClock};
 use crate::shared_core::{self, SharedCore};
 use crate::state::{self, StateError, StateOptions};
-use crate::{CacheConfig, Capabilities, Core, CoreConfig, EngineError, Limits, Runtime};
+use crate::{CacheConfig, Core, CoreConfig, EngineError, Limits, Runtime};
 
 /// Why an embedded core did not start.
 #[derive(Debug, thiserror::Error)]
@@ -158,12 +158,7 @@ impl Embedder {
     pub fn start(self) -> Result<Embedded, EmbedError> {
         let runtime = Runtime::new(self.compile_cache.as_deref())?;
         let state = state::open(&self.state)?;
-        let caps = Capabilities {
-            clock: self.clock,
-            entropy: self.entropy,
-            storage: state.storage,
-            seed_file: state.seed_file,
-        };
+        let caps = state.into_capabilities(self.clock, self.entropy);
         let core = Core::start(&runtime, caps, self.config, self.limits)?;
         let (core, caretaker) = shared_core::spawn(core).map_err(EmbedError::Thread)?;
         Ok(Embedded { core, caretaker })

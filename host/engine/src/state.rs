@@ -29,8 +29,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::Capabilities;
 use crate::caps::seed_file::SeedFileError;
-use crate::caps::{NoSeedFile, SeedFile, SeedStore};
+use crate::caps::{Clock, Entropy, NoSeedFile, SeedFile, SeedStore};
 use crate::storage::file::{FileOptions, FileStorage, OpenError};
 use crate::storage::kek::{self, KekError};
 use crate::storage::redis::{RedisOptions, RedisSetupError, RedisStorage};
@@ -87,6 +88,13 @@ pub struct State {
     pub storage: Box<dyn Storage>,
     /// The seed file (or none).
     pub seed_file: Box<dyn SeedStore>,
+}
+
+impl State {
+    /// The core's capabilities: this state with `clock` and `entropy`.
+    pub fn into_capabilities(self, clock: Box<dyn Clock>, entropy: Box<dyn Entropy>) -> Capabilities {
+        Capabilities { clock, entropy, storage: self.storage, seed_file: self.seed_file }
+    }
 }
 
 /// Why the state could not be opened. Every message names the file and

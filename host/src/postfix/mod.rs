@@ -50,8 +50,8 @@ use crate::config::Settings;
 use crate::daemon::{Daemon, Failure, fail};
 use crate::logging::{self, Facility, LogHandle, PostfixLogConfig, SinkKind};
 use crate::shutdown::Shutdown;
+use tlskeeper_engine::Runtime;
 use tlskeeper_engine::caps::{MixedEntropy, RandomSource, SystemClock};
-use tlskeeper_engine::{Capabilities, Runtime};
 
 pub use args::{MasterArgs, is_master_invocation};
 pub use params::MainCf;
@@ -270,12 +270,7 @@ fn start(
 
     let daemon = Daemon {
         runtime,
-        caps: Capabilities {
-            clock: Box::new(SystemClock),
-            entropy: Box::new(MixedEntropy::new(extra)),
-            storage: state.storage,
-            seed_file: state.seed_file,
-        },
+        caps: state.into_capabilities(Box::new(SystemClock), Box::new(MixedEntropy::new(extra))),
         logged_caches: main_cf.cache_logging(),
         settings,
         listeners,
