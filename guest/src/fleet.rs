@@ -12,7 +12,10 @@
 //! - it is **published**, decrypt-only, by housekeeping at
 //!   `start(n) − margin`, so every core can already open tickets under it
 //!   when a core whose clock runs ahead begins to seal with it;
-//! - it **encrypts** during slot `n` by each core's own clock;
+//! - it **encrypts** during slot `n` by each core's own clock (a Postfix
+//!   process that fetched a published key by name to open a ticket may
+//!   seal with it a little earlier: it keeps the key that expires last; the
+//!   key opens everywhere by then);
 //! - it **decrypts** from `start(n) − margin` until `start(n+2) + margin`:
 //!   half a period after it stops encrypting, as in Postfix, widened by the
 //!   margin on both sides for clocks that are behind or ahead.
@@ -34,8 +37,8 @@
 //! than get a ticket other cores cannot open. Housekeeping agrees the key as
 //! soon as the store answers again.
 //!
-//! Every [`VERIFY_SECS`], housekeeping re-asserts the keys of the current
-//! and the published slot with put-if-absent. If the store has lost them (a
+//! Every [`VERIFY_SECS`], housekeeping re-asserts every agreed key that
+//! still opens with put-if-absent. If the store has lost them (a
 //! Redis restarted empty), they are written back, so that cores starting
 //! afterwards adopt them instead of minting rivals; if the store holds
 //! another key for the slot (one a core minted in that gap), this core seals
@@ -264,7 +267,9 @@ impl FleetRing {
         if let Some(key) = self.find(name, now) {
             return Ok(Some(key));
         }
-        if self.refreshed_at.is_some_and(|t| now_nanos < t.saturating_add(REFRESH_NANOS)) {
+        // A clock stepped back (below the last refresh) makes it due, rather
+        // than wait for the clock to catch up.
+        if self.refreshed_at.is_some_and(|t| t <= now_nanos && now_nanos < t.saturating_add(REFRESH_NANOS)) {
             return Ok(None);
         }
         self.refreshed_at = Some(now_nanos);
@@ -312,20 +317,21 @@ impl FleetRing {
         }
 
         let next_published = now >= slots.published(slot + 1);
-        let verify = self.verified_at.is_none_or(|t| now >= t.saturating_add(VERIFY_SECS));
+        // Due as well when the clock stepped back below the last one.
+        let verify = self.verified_at.is_none_or(|t| now < t || now >= t.saturating_add(VERIFY_SECS));
         for s in [slot, slot + 1] {
-            if s == slot + 1 && !next_published {
-                continue;
-            }
-            match self.agreed(s).map(to_record) {
-                None => {
-                    self.agree(caps, prng, now_nanos, s)?;
-                }
-                Some(record) if verify => self.reassert(caps, s, record.as_ref())?,
-                Some(_) => {}
+            if (s != slot + 1 || next_published) && self.agreed(s).is_none() {
+                self.agree(caps, prng, now_nanos, s)?;
             }
         }
         if verify {
+            // Every key that still opens, not only the sealing ones: a node
+            // started after the store lost them must open their tickets too.
+            let live: Vec<(i64, Zeroizing<[u8; RECORD_LEN]>)> =
+                self.seen.iter().filter(|s| s.agreed).map(|s| (s.slot, to_record(&s.key))).collect();
+            for (s, record) in live {
+                self.reassert(caps, s, record.as_ref())?;
+            }
             self.verified_at = Some(now);
         }
 
@@ -360,9 +366,13 @@ impl FleetRing {
                     Some((h, slot)) if h == half && slots.decrypts(slot, now) => {
                         let _ = self.adopt(caps, slot, record);
                     }
-                    // Dead under its own T (ours or another's): nobody can
-                    // use it any more.
-                    Some((h, slot)) if h > 0 && Slots { half: h, margin: slots.margin }.end(slot) <= now => {
+                    // Dead under its own T (ours or another's), for clocks
+                    // one margin behind too: nobody can use it any more.
+                    Some((h, slot))
+                        if h > 0
+                            && Slots { half: h, margin: slots.margin }.end(slot).saturating_add(slots.margin)
+                                <= now =>
+                    {
                         caps.delete(TABLE, &k)?;
                     }
                     Some(_) => {}

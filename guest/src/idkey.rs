@@ -42,7 +42,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::caps::Capabilities;
+use crate::caps::{Capabilities, Level};
 use crate::error::{Error, Result};
 use crate::prng::Prng;
 
@@ -109,6 +109,34 @@ impl IdKey {
             None => Ok(key),
             // Another core on the store created one first: use it.
             Some(theirs) => from_record(theirs),
+        }
+    }
+}
+
+impl IdKey {
+    /// Offer this salt to the store again, as a fleet's cores do every few
+    /// seconds: written back if the store lost it (a Redis restarted
+    /// empty), so that cores started afterwards key ids alike; the store's
+    /// own if it holds another (a core started in that gap made it), which
+    /// the caller then uses, leaving what it stored under ours cold.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`], as for [`IdKey::load`].
+    pub fn reassert(&self, caps: &mut impl Capabilities) -> Result<Option<IdKey>> {
+        match caps.put_if_absent(TABLE, RECORD_KEY, to_record(self).as_ref())? {
+            None => {
+                caps.log(Level::Warn, "the cache id salt was missing from the store (was it emptied?); written back");
+                Ok(None)
+            }
+            Some(theirs) => {
+                let theirs = from_record(theirs)?;
+                if theirs.salt == self.salt {
+                    return Ok(None);
+                }
+                caps.log(Level::Warn, "the store holds another cache id salt than this core's; using the store's");
+                Ok(Some(theirs))
+            }
         }
     }
 }
@@ -184,6 +212,24 @@ mod tests {
         caps.now = (T0 + 10) * SECOND;
         let again = load(&mut caps, 0).unwrap();
         assert_eq!(again.legacy_key("id", T0 + 3600), Some(legacy_key("id")));
+    }
+
+    #[test]
+    fn a_store_that_lost_the_salt_gets_it_back_or_its_own_is_adopted() {
+        let mut caps = FakeCaps::new(T0, 1);
+        let key = load(&mut caps, 0).unwrap();
+        assert!(key.reassert(&mut caps).unwrap().is_none(), "nothing to do");
+        caps.tables.clear();
+        assert!(key.reassert(&mut caps).unwrap().is_none());
+        assert!(caps.logged("written back"));
+        assert_eq!(load(&mut caps, 0).unwrap().key("x"), key.key("x"), "a core started now keys alike");
+
+        caps.tables.clear();
+        let mut other = FakeCaps::new(T0, 2);
+        let rival = load(&mut other, 0).unwrap();
+        caps.tables = other.tables;
+        let adopted = key.reassert(&mut caps).unwrap().expect("the store's salt");
+        assert_eq!(adopted.key("x"), rival.key("x"));
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub struct Manager {
     /// How cache ids are keyed; loaded from the store on the first cache
     /// request.
     id_key: Option<IdKey>,
+    /// When a fleet core last re-asserted the id salt, seconds.
+    salt_verified_at: u64,
     seal_keys: SealCache,
     nonces: Nonces,
     prng: Prng,
@@ -117,6 +119,7 @@ impl Manager {
             keys: KeyRing::new(),
             fleet: None,
             id_key: None,
+            salt_verified_at: 0,
             seal_keys: SealCache::new(),
             nonces: Nonces::new(),
             prng: Prng::new(3600),
@@ -425,14 +428,39 @@ impl Manager {
         if let Some(t) = self.prng.maybe_save_seed(caps, now_nanos)? {
             next = next.min(t);
         }
+        // A fleet's ticket keys and id salt may fail (an unreachable store,
+        // a record from a newer core) without holding up the cache sweep
+        // below; the first such error is returned after it.
+        let mut fleet_error = None;
         if let Some(half) = tickets {
             let wake = match &mut self.fleet {
-                Some(f) => Some(f.maintain(caps, &mut self.prng, now_nanos, half)?),
-                None => self.keys.expire(caps, now_nanos, half)?,
+                Some(f) => f.maintain(caps, &mut self.prng, now_nanos, half).map(Some),
+                None => self.keys.expire(caps, now_nanos, half),
             };
-            if let Some(t) = wake {
-                next = next.min(u64::try_from(t).unwrap_or(0));
+            match wake {
+                Ok(Some(t)) => next = next.min(u64::try_from(t).unwrap_or(0)),
+                Ok(None) => {}
+                Err(e) if self.fleet.is_some() => fleet_error = Some(e),
+                Err(e) => return Err(e),
             }
+        }
+        if self.fleet.is_some()
+            && let Some(id_key) = &self.id_key
+            && (now_u < self.salt_verified_at || now_u >= self.salt_verified_at + crate::fleet::VERIFY_SECS as u64)
+        {
+            match id_key.reassert(caps) {
+                Ok(adopted) => {
+                    self.salt_verified_at = now_u;
+                    if let Some(theirs) = adopted {
+                        for c in &mut self.caches {
+                            c.set_id_key(theirs.clone());
+                        }
+                        self.id_key = Some(theirs);
+                    }
+                }
+                Err(e) => fleet_error = fleet_error.or(Some(e)),
+            }
+            next = next.min(self.salt_verified_at + crate::fleet::VERIFY_SECS as u64);
         }
 
         let n = self.caches.len();
@@ -454,6 +482,9 @@ impl Manager {
                 self.sweep_cursor = (i + 1) % n;
                 break;
             }
+        }
+        if let Some(e) = fleet_error {
+            return Err(e);
         }
         if backlog {
             return Ok(0);
@@ -1116,5 +1147,29 @@ mod tests {
         m.update(&mut caps, "smtpd", "id", b"session").unwrap();
         let hints: Vec<(&str, u64)> = caps.expiries.iter().map(|((t, _), e)| (t.as_str(), *e)).collect();
         assert_eq!(hints, [("scache-age/smtpd", T0 + 3601), ("scache/smtpd", T0 + 3601)]);
+
+        // The store emptied under the core: the next re-assertion writes the
+        // id salt back (as it writes the ticket keys back).
+        caps.tables.clear();
+        caps.advance_secs(5);
+        m.housekeeping(&mut caps).unwrap();
+        assert_eq!(caps.len(crate::idkey::TABLE), 1);
+        assert_eq!(caps.len(crate::fleet::TABLE), 1);
+    }
+
+    #[test]
+    fn a_fleet_key_that_cannot_be_agreed_does_not_hold_up_the_cache_sweep() {
+        let mut c = config();
+        c.caches[0].timeout_secs = 120;
+        let (mut m, mut caps) = configured(&c, 1);
+        m.join_fleet(&mut caps, 10).unwrap();
+        m.update(&mut caps, "smtpd", "old", b"s").unwrap();
+        caps.advance_secs(200);
+        // A record for the current slot that a newer core wrote.
+        let slot = caps.now_secs() / 60;
+        let key = [60u32.to_be_bytes().as_slice(), &slot.to_be_bytes()].concat();
+        caps.put(crate::fleet::TABLE, &key, &[9; 81]).unwrap();
+        assert!(matches!(m.housekeeping(&mut caps), Err(Error::Storage(_))));
+        assert_eq!(caps.len("scache/smtpd"), 0, "the expired session was swept all the same");
     }
 }

@@ -293,6 +293,8 @@ impl RedisStorage {
             Ok(value) => {
                 if self.retry_at.take().is_some() {
                     self.log("tlskeeper redis back", format_args!("{} answers again", self.describe()));
+                    // It may have come back empty: name the tables again.
+                    self.registered.clear();
                 }
                 Ok(value)
             }
