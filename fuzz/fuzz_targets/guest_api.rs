@@ -60,7 +60,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use sha2::{Digest, Sha256};
 use tlskeeper_guest::config::{CacheConfig, Config};
 use tlskeeper_guest::error::Error;
 use tlskeeper_guest::manager::{Manager, Policy};
@@ -282,9 +281,13 @@ struct Model {
     tickets: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-/// The ids' storage keys, SHA-256 of the id (`scache.rs`).
-fn id_hashes() -> [[u8; 32]; IDS.len()] {
-    IDS.map(|id| Sha256::digest(id.as_bytes()).into())
+/// The ids' storage keys (`idkey.rs`), under a salt made here and put in
+/// `caps`'s store first, where the manager then finds it.
+fn id_hashes(caps: &mut FakeCaps) -> [[u8; 32]; IDS.len()] {
+    let now = caps.now;
+    let key = tlskeeper_guest::idkey::IdKey::load(caps, &mut tlskeeper_guest::prng::Prng::new(3600), now, |_| Ok(0))
+        .expect("the salt is stored");
+    IDS.map(|id| key.key(id))
 }
 
 fn now_secs(caps: &FakeCaps) -> u64 {
@@ -364,8 +367,8 @@ fn session_bytes(update: u64, len: usize) -> Vec<u8> {
 
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
-    let hashes = id_hashes();
     let mut caps = FakeCaps::new(T0, 1);
+    let hashes = id_hashes(&mut caps);
     let mut m = Manager::new();
     m.configure(&mut caps, &config()).expect("the configuration is valid");
     let mut model = Model {
