@@ -249,6 +249,34 @@ fn master_start_up_failures_say_why() {
     }
 }
 
+/// Under master(8) there is no settings flag: `tlskeeper.toml` beside
+/// main.cf is read when it exists. One naming a shared store sends the
+/// state there, and the state directory's own store is never opened.
+#[test]
+fn master_mode_reads_the_settings_file_beside_main_cf() {
+    let inst = Instance::new();
+    let kek = inst.path("etc/tlskeeper.kek");
+    ok_stdout(&Command::new(BIN).arg("kek").arg("new").arg(&kek).output().unwrap(), "kek new");
+    // Nothing listens on port 1: a start that reached for it fails at once.
+    fs::write(inst.path("etc/tlskeeper.toml"), "store = \"redis://127.0.0.1:1/0\"\n").unwrap();
+    let argv = args(&["-l", "-t", "unix", "-V", "-u"], inst.overrides());
+    let (mut daemon, _status) = inst.under_master(&argv, "redis");
+    let expected = "cannot use the Redis store at redis://127.0.0.1:1/0";
+    let exit = daemon.wait_exit(Duration::from_secs(30), expected);
+    assert!(!exit.success());
+    let log = daemon.log();
+    assert!(log.contains("fatal: ") && log.contains(expected), "{log}");
+    assert!(!inst.path("data/tlskeeper").exists(), "the state directory's store must not be opened");
+
+    // A mistake in the file stops the start, naming the file.
+    fs::write(inst.path("etc/tlskeeper.toml"), "stroe = \"redis://127.0.0.1:1/0\"\n").unwrap();
+    let (mut daemon, _status) = inst.under_master(&argv, "typo");
+    let exit = daemon.wait_exit(Duration::from_secs(30), "tlskeeper.toml");
+    assert!(!exit.success());
+    let log = daemon.log();
+    assert!(log.contains("tlskeeper.toml") && log.contains("stroe"), "{log}");
+}
+
 /// Proves fd 6 must be a listening socket: run by hand in master mode, the
 /// binary says which mode to use instead.
 #[test]

@@ -28,9 +28,11 @@
 //!
 //! # Limitations
 //!
-//! Only the `unix` transport is served (tlsmgr's only one). Settings are
-//! read at start; `postfix reload` restarts a master(8)-run tlskeeper (keys
-//! and sessions persist across that), while a standalone one must be
+//! Only the `unix` transport is served (tlsmgr's only one). Settings
+//! beyond main.cf's come from `$config_directory/tlskeeper.toml` when it
+//! exists (or `--settings FILE` standalone) and are read at start;
+//! `postfix reload` restarts a master(8)-run tlskeeper (keys and sessions
+//! persist across that), while a standalone one must be
 //! restarted by its supervisor to see main.cf changes.
 
 pub mod args;
@@ -84,7 +86,8 @@ pub struct Standalone {
     /// The postconf program to ask [default: /usr/sbin/postconf or another usual place].
     #[arg(long, value_name = "PATH")]
     pub postconf: Option<PathBuf>,
-    /// TOML file for what main.cf does not set (cache bounds, limits).
+    /// TOML file for what main.cf does not set (a shared store, cache
+    /// bounds, limits) [default: $config_directory/tlskeeper.toml if it exists].
     #[arg(long, value_name = "FILE")]
     pub settings: Option<PathBuf>,
     /// Also log to stderr.
@@ -207,6 +210,7 @@ fn start(
     if let Some(log) = log {
         log.reconfigure(log_config(&main_cf, service, opts.stderr, opts.verbose)?);
     }
+    let settings_file = settings_file.or_else(|| Some(main_cf.settings_file()).filter(|f| f.exists()));
     let base = Settings::load(settings_file.as_deref()).map_err(|e| fail(78, e.to_string()))?;
     let settings = main_cf.apply(&base);
 
@@ -244,17 +248,27 @@ fn start(
         }
     };
 
-    // The store as mail_owner, so that its files are that account's; the
-    // key-encryption key (in assemble) as root, so that it can be root's.
-    let state_dir = main_cf.state_dir();
-    let open = || tlskeeper_engine::state::open_store(&state_dir);
-    let store = match account {
-        Some(account) if root => privilege::as_user(account, open).map_err(|e| fail(71, e.to_string()))?,
-        _ => open(),
+    let mut options = settings.state_options();
+    // A fleet's Redis store replaces the state directory's: not opened.
+    let store = if options.redis.is_some() {
+        None
+    } else {
+        // The store as mail_owner, so that its files are that account's;
+        // the key-encryption key (in assemble) as root, so that it can be
+        // root's.
+        let state_dir = main_cf.state_dir();
+        let open = || tlskeeper_engine::state::open_store(&state_dir);
+        let store = match account {
+            Some(account) if root => privilege::as_user(account, open).map_err(|e| fail(71, e.to_string()))?,
+            _ => open(),
+        };
+        Some(store.map_err(|e| fail(73, e.to_string()))?)
+    };
+    if let Some(redis) = options.redis.as_mut().filter(|_| chroot) {
+        // Reconnects happen inside the jail.
+        redis.jail = Some(main_cf.queue_directory.clone());
     }
-    .map_err(|e| fail(73, e.to_string()))?;
-    let state = tlskeeper_engine::state::assemble(Some(store), &settings.state_options())
-        .map_err(|e| fail(e.status(), e.to_string()))?;
+    let state = tlskeeper_engine::state::assemble(store, &options).map_err(|e| fail(e.status(), e.to_string()))?;
 
     // Last steps as root. tzset now: the zone file is outside the jail.
     // SAFETY: tzset only reads the environment and the zone file.

@@ -285,6 +285,16 @@ impl MainCf {
         self.config_directory.join("tlskeeper.kek")
     }
 
+    /// The settings file read when it exists and none is named:
+    /// `$config_directory/tlskeeper.toml`. Under master(8) it is the only
+    /// way to give what main.cf has no parameter for (a shared `store`,
+    /// cache bounds): each Postfix instance has its own, beside its
+    /// main.cf. Rejected: a `tlskeeper_settings` main.cf parameter, which
+    /// `postconf` warns about as unknown in every instance that lacks it.
+    pub fn settings_file(&self) -> PathBuf {
+        self.config_directory.join("tlskeeper.toml")
+    }
+
     /// The caches whose loglevel asks for per-operation logging.
     pub fn cache_logging(&self) -> Vec<String> {
         self.caches.iter().filter(|c| c.log_cache).map(|c| c.name.to_owned()).collect()

@@ -86,6 +86,13 @@ pub struct RedisOptions {
     pub timeout: Duration,
     /// After the server could not be reached, how long calls fail at once.
     pub retry_after: Duration,
+    /// The directory the process works in and will `chroot(2)` to once
+    /// connected (Postfix's queue directory, for a chrooted tlsmgr). A UNIX
+    /// socket under it is then reached by its path relative to it, which
+    /// names the same socket before the chroot and after (reconnects); one
+    /// outside it is refused, as it could not be reached again. Rejected:
+    /// holding one connection for life, which a Redis restart would end.
+    pub jail: Option<PathBuf>,
 }
 
 impl RedisOptions {
@@ -98,6 +105,7 @@ impl RedisOptions {
             prefix: "tlskeeper".into(),
             timeout: Duration::from_millis(200),
             retry_after: Duration::from_secs(1),
+            jail: None,
         }
     }
 }
@@ -113,6 +121,7 @@ impl fmt::Debug for RedisOptions {
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("retry_after", &self.retry_after)
+            .field("jail", &self.jail)
             .finish()
     }
 }
@@ -158,6 +167,16 @@ pub enum RedisSetupError {
     /// A CA file was given for a URL that is not `rediss://`.
     #[error("store_ca_file is set, but the store URL {0:?} does not use TLS (rediss://)")]
     CaWithoutTls(String),
+    /// A UNIX socket outside the directory the process will chroot to.
+    #[error(
+        "the Redis socket {socket} is outside the chroot jail {jail}: it could not be reached again after a reconnect; have Redis listen on a socket inside the jail (redis.conf: unixsocket {jail}/private/redis.sock) or on loopback TCP, or run tlsmgr with chroot n in master.cf"
+    )]
+    SocketOutsideJail {
+        /// The socket.
+        socket: PathBuf,
+        /// The jail.
+        jail: PathBuf,
+    },
     /// The client refused the settings.
     #[error("cannot set up the Redis client for {location}: {reason}")]
     Client {
@@ -263,9 +282,18 @@ impl RedisStorage {
 
     /// Run `f` on a connection, connecting first if needed; map and
     /// account its errors (the backoff, the once-only log lines).
+    ///
+    /// A connection kept from an earlier call that turns out closed (Redis
+    /// restarted, `CLIENT KILL`, a proxy's idle timeout) is replaced once
+    /// before the server is called down, so that such a close costs no
+    /// request. `f` may therefore run twice; every command here may: a put
+    /// writes the same value again (the scripts recount its bytes), a
+    /// put-if-absent that landed the first time returns our own value, a
+    /// delete that landed reports nothing deleted. A timeout is not retried:
+    /// a hung server must cost one wait, not two.
     fn call<T>(
         &mut self,
-        f: impl FnOnce(&mut Connection, &Scripts) -> Result<T, RedisError>,
+        mut f: impl FnMut(&mut Connection, &Scripts) -> Result<T, RedisError>,
     ) -> Result<T, StorageError> {
         let now = Instant::now();
         if let Some(retry_at) = self.retry_at
@@ -277,18 +305,16 @@ impl RedisStorage {
                 (retry_at - now).as_millis()
             )));
         }
+        let fresh = |this: &mut Self, f: &mut dyn FnMut(&mut Connection, &Scripts) -> Result<T, RedisError>| {
+            this.open_connection().and_then(|con| this.run_on(con, f))
+        };
         let outcome = match self.connection.take() {
-            Some(con) => Ok(con),
-            None => self.open_connection(),
-        }
-        .and_then(|mut con| {
-            let result = f(&mut con, &self.scripts);
-            // A connection that failed may be out of step: drop it.
-            if !result.as_ref().is_err_and(unreachable) {
-                self.connection = Some(con);
-            }
-            result
-        });
+            Some(con) => match self.run_on(con, &mut f) {
+                Err(e) if e.is_connection_dropped() => fresh(self, &mut f),
+                kept => kept,
+            },
+            None => fresh(self, &mut f),
+        };
         match outcome {
             Ok(value) => {
                 if self.retry_at.take().is_some() {
@@ -318,6 +344,20 @@ impl RedisStorage {
             }
             Err(e) => Err(StorageError::Io(format!("{} refused a command: {e}", self.location))),
         }
+    }
+
+    /// `f` on `con`, which is kept for the next call unless it failed in a
+    /// way that may leave it out of step.
+    fn run_on<T>(
+        &mut self,
+        mut con: Connection,
+        f: &mut dyn FnMut(&mut Connection, &Scripts) -> Result<T, RedisError>,
+    ) -> Result<T, RedisError> {
+        let result = f(&mut con, &self.scripts);
+        if !result.as_ref().is_err_and(unreachable) {
+            self.connection = Some(con);
+        }
+        result
     }
 
     fn open_connection(&self) -> Result<Connection, RedisError> {
@@ -468,6 +508,16 @@ fn client_for(options: &RedisOptions) -> Result<(Client, String), RedisSetupErro
     }
     let location = redacted(&options.url);
     let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+    let info = match (info.addr(), &options.jail) {
+        (ConnectionAddr::Unix(socket), Some(jail)) => {
+            let inside = socket
+                .strip_prefix(jail)
+                .map_err(|_| RedisSetupError::SocketOutsideJail { socket: socket.clone(), jail: jail.clone() })?;
+            let relative = ConnectionAddr::Unix(inside.to_owned());
+            info.clone().set_addr(relative)
+        }
+        _ => info,
+    };
     let mut settings = info.redis_settings().clone();
     if let Some(path) = &options.password_file {
         settings = settings.set_password(read_password(path)?.as_str());

@@ -205,11 +205,28 @@ fn a_restart_with_data_lost_is_a_cold_store() {
         RedisStorage::connect(RedisOptions { retry_after: Duration::from_millis(1), ..server.options() }).unwrap();
     s.put("t", b"k", b"v").unwrap();
     server.restart_empty();
-    // The first call may meet the dead connection; the next reconnects.
-    let _ = s.get("t", b"k");
-    std::thread::sleep(Duration::from_millis(5));
+    // The first call meets the dead connection and takes a new one.
     assert_eq!(s.get("t", b"k").unwrap(), None);
     assert!(s.is_empty().unwrap());
+}
+
+/// A server that closed our connection (here `CLIENT KILL`, as a restart
+/// or a proxy's idle timeout would) costs no request: the call reconnects
+/// once, and the server is not called down.
+#[test]
+fn a_closed_connection_is_replaced_without_a_failure() {
+    let server = Server::start();
+    let mut s = store(&server);
+    s.put("t", b"k", b"v").unwrap();
+    for _ in 0..3 {
+        let killed: u64 = redis::cmd("CLIENT").arg(&["KILL", "TYPE", "normal"]).query(&mut server.raw()).unwrap();
+        assert_eq!(killed, 1, "the store's connection, and not the killer's");
+        assert_eq!(s.get("t", b"k").unwrap().as_deref(), Some(&b"v"[..]));
+        s.put("t", b"k2", b"w").unwrap();
+        assert!(s.retry_at.is_none());
+    }
+    // Each rewrite of k2 recounted, not added: k+v, k2+w.
+    assert_eq!(s.stat("t").unwrap(), TableStat { entries: 2, bytes: 5 });
 }
 
 #[test]
@@ -294,6 +311,29 @@ fn bad_settings_are_refused_with_the_fix() {
     // Nothing listens on port 1: the start fails at once, naming the place.
     let e = RedisStorage::connect(RedisOptions::new("redis://127.0.0.1:1/0")).err().unwrap().to_string();
     assert!(e.contains("redis://127.0.0.1:1/0"), "{e}");
+    // A socket a chrooted process could not reach again.
+    let e = RedisStorage::connect(RedisOptions {
+        jail: Some("/var/spool/postfix".into()),
+        ..RedisOptions::new("redis+unix:///run/redis/redis.sock")
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("outside the chroot jail /var/spool/postfix") && e.contains("chroot n"), "{e}");
+}
+
+/// Inside a jail the socket is reached by its path relative to the jail,
+/// which the process works in: the same socket before the chroot and after.
+#[test]
+fn a_socket_in_the_jail_is_reached_relative_to_it() {
+    let (client, _) = client_for(&RedisOptions {
+        jail: Some("/var/spool/postfix".into()),
+        ..RedisOptions::new("redis+unix:///var/spool/postfix/private/redis.sock?db=2")
+    })
+    .unwrap();
+    let info = client.get_connection_info();
+    assert_eq!(*info.addr(), ConnectionAddr::Unix("private/redis.sock".into()));
+    assert_eq!(info.redis_settings().db(), 2);
 }
 
 #[test]
