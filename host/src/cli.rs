@@ -131,6 +131,9 @@ pub struct ServeArgs {
     /// Keep the tables in this Redis server, shared by a fleet: redis://HOST:PORT/DB, rediss://HOST:PORT/DB or redis+unix:///PATH?db=DB, no password in it [default: the file's `store`, else the state directory].
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
+    /// The store is a Redis Cluster: --store lists one or more of its nodes, comma-separated (redis://HOST:PORT,redis://HOST:PORT) [default: the file's `store_cluster`].
+    #[arg(long)]
+    pub store_cluster: bool,
     /// File holding the Redis ACL user's password (mode 0600) [default: the file's `store_password_file`].
     #[arg(long, value_name = "FILE")]
     pub store_password_file: Option<PathBuf>,
@@ -318,6 +321,9 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
     }
     if let Some(url) = args.store {
         settings.store = Some(url);
+    }
+    if args.store_cluster {
+        settings.store_cluster = true;
     }
     if let Some(file) = args.store_password_file {
         settings.store_password_file = Some(file);

@@ -10,6 +10,8 @@
 //! state_dir = "/var/lib/tlskeeper"  # omit to keep state in memory only
 //! kek_file = "/etc/tlskeeper/kek"   # default: <state_dir>/kek
 //! # store = "redis://10.0.0.5:6379/0"  # tables in a Redis a fleet shares
+//! # store_cluster = false         # true: store lists Redis Cluster nodes,
+//! #                               # "redis://10.0.0.5:7000,redis://10.0.0.6:7000"
 //! # store_password_file = "/etc/tlskeeper/redis-password"
 //! # store_ca_file = "/etc/tlskeeper/redis-ca.pem"  # rediss:// only
 //! # store_prefix = "tlskeeper"    # namespace of every Redis key
@@ -136,8 +138,12 @@ pub struct Settings {
     /// (`None` = `<state_dir>/kek`). Created on first start.
     pub kek_file: Option<PathBuf>,
     /// Keep the tables in this Redis server (`redis://`, `rediss://`,
-    /// `redis+unix://`) instead of the state directory (`None`).
+    /// `redis+unix://`) instead of the state directory (`None`); with
+    /// `store_cluster`, one or more nodes of a Redis Cluster,
+    /// comma-separated.
     pub store: Option<String>,
+    /// `store` names seed nodes of a Redis Cluster.
+    pub store_cluster: bool,
     /// The Redis ACL user's password, in a file only its owner may read.
     pub store_password_file: Option<PathBuf>,
     /// The CA that signed a `rediss://` server's certificate (PEM).
@@ -190,6 +196,7 @@ impl Default for Settings {
             state_dir: None,
             kek_file: None,
             store: None,
+            store_cluster: false,
             store_password_file: None,
             store_ca_file: None,
             store_prefix: "tlskeeper".into(),
@@ -300,6 +307,7 @@ impl Settings {
             seed_file: self.seed_file_path(),
             volatile_caches: self.volatile_caches(),
             redis: self.store.as_ref().map(|url| RedisOptions {
+                cluster: self.store_cluster,
                 password_file: self.store_password_file.clone(),
                 ca_file: self.store_ca_file.clone(),
                 prefix: self.store_prefix.clone(),
@@ -392,6 +400,21 @@ mod tests {
         assert_eq!((s.kek_path(), s.seed_file_path()), (Some(PathBuf::from("/etc/k")), None));
         let s = Settings::parse("state_dir = \"/v\"\nseed_update_period = 0\n").unwrap();
         assert_eq!(s.seed_file_path(), None);
+    }
+
+    /// A shared store becomes the engine's Redis options, and makes the
+    /// core join a fleet.
+    #[test]
+    fn a_shared_store_is_a_fleet() {
+        let s = Settings::parse(
+            "store = \"redis://a:7000,redis://b:7000\"\nstore_cluster = true\nstore_timeout_ms = 50\nticket_key_margin = 20\n",
+        )
+        .unwrap();
+        let redis = s.state_options().redis.unwrap();
+        assert!(redis.cluster);
+        assert_eq!((redis.url.as_str(), redis.timeout), ("redis://a:7000,redis://b:7000", Duration::from_millis(50)));
+        assert_eq!(s.fleet().map(|f| f.margin_secs), Some(20));
+        assert!(Settings::default().state_options().redis.is_none() && Settings::default().fleet().is_none());
     }
 
     #[test]

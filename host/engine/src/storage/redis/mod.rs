@@ -5,9 +5,11 @@
 //! [`RedisStorage`] implements the [`Storage`] contract on one Redis 7
 //! server, reached over TCP (`redis://HOST:PORT/DB`), TLS
 //! (`rediss://HOST:PORT/DB`, with a CA file) or a UNIX socket
-//! (`redis+unix:///PATH?db=DB`). Tables are laid out as [`layout`] says;
-//! every change that touches more than one Redis key is one Lua script, so
-//! nodes writing at once never see or leave a table half-changed.
+//! (`redis+unix:///PATH?db=DB`), or on a Redis Cluster named by some of
+//! its nodes ([`link`] opens either). Tables are laid out as [`layout`]
+//! says, each in one hash slot; every change that touches more than one
+//! Redis key is one Lua script, so nodes writing at once never see or leave
+//! a table half-changed, and in a cluster each script runs on one node.
 //!
 //! The client is the `redis` crate (redis-rs): the most used Rust client
 //! for Redis, started in 2013 and actively maintained; a synchronous API
@@ -44,14 +46,18 @@
 //!   Redis crash only as Redis's own persistence allows (`appendonly yes`
 //!   and `appendfsync always` for every write; `everysec` may lose the last
 //!   second). README "Fleet" says what a lost ticket key costs.
-//! - Standalone servers only here; Redis Cluster comes with the same
-//!   layout (every table in one slot).
+//! - In a cluster a table lives on one master: the fleet's load spreads
+//!   over masters table by table (a cache's entries, its age index), not
+//!   entry by entry. A call there may wait a few timeouts (see [`link`]).
 //! - The password stays in the client's memory, unzeroized, for as long as
 //!   the backend lives: the client library keeps it to reconnect.
 //! - Keys and value lengths are visible to whoever reads Redis, as in every
 //!   backend (see [`super::sealed`]).
 
+#[cfg(test)]
+mod cluster_tests;
 pub mod layout;
+pub mod link;
 #[cfg(test)]
 mod tests;
 
@@ -60,10 +66,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use redis::{Client, Connection, ConnectionAddr, IntoConnectionInfo, RedisError, Script};
-use zeroize::Zeroizing;
+use redis::{RedisError, Script};
 
 use self::layout::TableKeys;
+use self::link::{Dialer, Link, dialer_for};
 use super::{Entry, Storage, StorageError, TableStat, check_sizes};
 use crate::throttle::Throttle;
 
@@ -71,9 +77,13 @@ use crate::throttle::Throttle;
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisOptions {
     /// `redis://HOST:PORT/DB`, `rediss://HOST:PORT/DB` or
-    /// `redis+unix:///PATH?db=DB`; a user name may be in it, a password
-    /// may not.
+    /// `redis+unix:///PATH?db=DB`; with [`RedisOptions::cluster`], one or
+    /// more cluster nodes' `redis://HOST:PORT` (or `rediss://`),
+    /// comma-separated. A user name may be in it, a password may not.
     pub url: String,
+    /// The URL names seed nodes of a Redis Cluster, which the client asks
+    /// for the rest.
+    pub cluster: bool,
     /// A file holding the ACL user's password (one line; mode 0600 or
     /// stricter, or it is refused).
     pub password_file: Option<PathBuf>,
@@ -100,6 +110,7 @@ impl RedisOptions {
     pub fn new(url: impl Into<String>) -> RedisOptions {
         RedisOptions {
             url: url.into(),
+            cluster: false,
             password_file: None,
             ca_file: None,
             prefix: "tlskeeper".into(),
@@ -116,6 +127,7 @@ impl fmt::Debug for RedisOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisOptions")
             .field("url", &self.url)
+            .field("cluster", &self.cluster)
             .field("password_file", &self.password_file)
             .field("ca_file", &self.ca_file)
             .field("prefix", &self.prefix)
@@ -197,10 +209,10 @@ pub enum RedisSetupError {
 
 /// The core's tables in one Redis server.
 pub struct RedisStorage {
-    client: Client,
+    client: Dialer,
     location: String,
     options: RedisOptions,
-    connection: Option<Connection>,
+    connection: Option<Link>,
     /// Set when the server could not be reached, cleared (and the recovery
     /// logged) by the next call that succeeds: until then calls fail at
     /// once, and the first call after it is the one that tries again.
@@ -233,7 +245,7 @@ impl RedisStorage {
     ///
     /// [`RedisSetupError`].
     pub fn connect(options: RedisOptions) -> Result<RedisStorage, RedisSetupError> {
-        let (client, location) = client_for(&options)?;
+        let (client, location) = dialer_for(&options)?;
         let mut storage = RedisStorage {
             client,
             location,
@@ -291,10 +303,7 @@ impl RedisStorage {
     /// put-if-absent that landed the first time returns our own value, a
     /// delete that landed reports nothing deleted. A timeout is not retried:
     /// a hung server must cost one wait, not two.
-    fn call<T>(
-        &mut self,
-        mut f: impl FnMut(&mut Connection, &Scripts) -> Result<T, RedisError>,
-    ) -> Result<T, StorageError> {
+    fn call<T>(&mut self, mut f: impl FnMut(&mut Link, &Scripts) -> Result<T, RedisError>) -> Result<T, StorageError> {
         let now = Instant::now();
         if let Some(retry_at) = self.retry_at
             && now < retry_at
@@ -305,7 +314,7 @@ impl RedisStorage {
                 (retry_at - now).as_millis()
             )));
         }
-        let fresh = |this: &mut Self, f: &mut dyn FnMut(&mut Connection, &Scripts) -> Result<T, RedisError>| {
+        let fresh = |this: &mut Self, f: &mut dyn FnMut(&mut Link, &Scripts) -> Result<T, RedisError>| {
             this.open_connection().and_then(|con| this.run_on(con, f))
         };
         let outcome = match self.connection.take() {
@@ -350,8 +359,8 @@ impl RedisStorage {
     /// way that may leave it out of step.
     fn run_on<T>(
         &mut self,
-        mut con: Connection,
-        f: &mut dyn FnMut(&mut Connection, &Scripts) -> Result<T, RedisError>,
+        mut con: Link,
+        f: &mut dyn FnMut(&mut Link, &Scripts) -> Result<T, RedisError>,
     ) -> Result<T, RedisError> {
         let result = f(&mut con, &self.scripts);
         if !result.as_ref().is_err_and(unreachable) {
@@ -360,11 +369,8 @@ impl RedisStorage {
         result
     }
 
-    fn open_connection(&self) -> Result<Connection, RedisError> {
-        let con = self.client.get_connection_with_timeout(self.options.timeout)?;
-        con.set_read_timeout(Some(self.options.timeout))?;
-        con.set_write_timeout(Some(self.options.timeout))?;
-        Ok(con)
+    fn open_connection(&self) -> Result<Link, RedisError> {
+        self.client.open(self.options.timeout)
     }
 
     fn log(&self, kind: &'static str, message: fmt::Arguments<'_>) {
@@ -494,97 +500,4 @@ const TRANSIENT: [&str; 6] = ["BUSY", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "MAS
 /// Errors after which the connection, and perhaps the server, is gone.
 fn unreachable(e: &RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
-}
-
-/// The client for `options`, and the location to log.
-fn client_for(options: &RedisOptions) -> Result<(Client, String), RedisSetupError> {
-    let bad = |reason: String| RedisSetupError::BadUrl { url: redacted(&options.url), reason };
-    if options.prefix.is_empty() || options.prefix.len() > 64 || !layout::table_name_ok(&options.prefix) {
-        return Err(RedisSetupError::BadPrefix(options.prefix.clone()));
-    }
-    let info = options.url.as_str().into_connection_info().map_err(|e| bad(e.to_string()))?;
-    if info.redis_settings().password().is_some() {
-        return Err(RedisSetupError::PasswordInUrl(redacted(&options.url)));
-    }
-    let location = redacted(&options.url);
-    let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
-    let info = match (info.addr(), &options.jail) {
-        (ConnectionAddr::Unix(socket), Some(jail)) => {
-            let inside = socket
-                .strip_prefix(jail)
-                .map_err(|_| RedisSetupError::SocketOutsideJail { socket: socket.clone(), jail: jail.clone() })?;
-            let relative = ConnectionAddr::Unix(inside.to_owned());
-            info.clone().set_addr(relative)
-        }
-        _ => info,
-    };
-    let mut settings = info.redis_settings().clone();
-    if let Some(path) = &options.password_file {
-        settings = settings.set_password(read_password(path)?.as_str());
-    }
-    let info = info.set_redis_settings(settings);
-    let client_error = |e: RedisError| RedisSetupError::Client { location: location.clone(), reason: e.to_string() };
-    let client = match &options.ca_file {
-        Some(path) if tls => {
-            install_crypto_provider();
-            let pem = std::fs::read(path).map_err(|source| RedisSetupError::CaFile { path: path.clone(), source })?;
-            let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
-            Client::build_with_tls(info, certs).map_err(client_error)?
-        }
-        Some(_) => return Err(RedisSetupError::CaWithoutTls(location)),
-        None => {
-            if tls {
-                install_crypto_provider();
-            }
-            Client::open(info).map_err(client_error)?
-        }
-    };
-    Ok((client, location))
-}
-
-/// The password in `path`: its first line, from a file that only its owner
-/// may read.
-fn read_password(path: &std::path::Path) -> Result<Zeroizing<String>, RedisSetupError> {
-    use std::os::unix::fs::MetadataExt;
-    let failed = |reason: String| RedisSetupError::PasswordFile { path: path.to_owned(), reason };
-    let mode = std::fs::metadata(path).map_err(|e| failed(e.to_string()))?.mode();
-    if mode & 0o077 != 0 {
-        return Err(failed(format!("its mode {:04o} lets others read it; chmod 600 it", mode & 0o7777)));
-    }
-    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?);
-    let line = text.lines().next().unwrap_or_default();
-    if line.is_empty() {
-        return Err(failed("it is empty; write the password on its first line".into()));
-    }
-    Ok(Zeroizing::new(line.to_owned()))
-}
-
-/// The redis client builds its TLS configuration from rustls's process-wide
-/// provider, which must be chosen when more than one is compiled in (an
-/// embedder may have ring beside aws-lc-rs). aws-lc-rs unless the process
-/// chose already.
-fn install_crypto_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Err only when another thread installed one meanwhile: fine.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    }
-}
-
-/// `url` without a user name, a password or the query parameters that
-/// carry them (`user`, `pass`, `password`), for logs and messages.
-fn redacted(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let (place, query) = rest.split_once('?').map_or((rest, None), |(p, q)| (p, Some(q)));
-    // Userinfo ends at the last '@' before the path.
-    let place = match place.split_once('/') {
-        Some((authority, path)) => format!("{}/{path}", authority.rsplit_once('@').map_or(authority, |(_, h)| h)),
-        None => place.rsplit_once('@').map_or(place, |(_, h)| h).to_owned(),
-    };
-    let kept: Vec<&str> = query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty() && !["user", "pass", "password"].contains(&p.split('=').next().unwrap_or_default()))
-        .collect();
-    let scheme = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
-    if kept.is_empty() { format!("{scheme}{place}") } else { format!("{scheme}{place}?{}", kept.join("&")) }
 }

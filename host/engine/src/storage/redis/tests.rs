@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::*;
+use redis::{Client, Connection, ConnectionAddr};
 
 /// One `redis-server` on a UNIX socket in a temporary directory, with no
 /// persistence, killed by PID when dropped.
@@ -326,11 +327,12 @@ fn bad_settings_are_refused_with_the_fix() {
 /// which the process works in: the same socket before the chroot and after.
 #[test]
 fn a_socket_in_the_jail_is_reached_relative_to_it() {
-    let (client, _) = client_for(&RedisOptions {
+    let (dialer, _) = link::dialer_for(&RedisOptions {
         jail: Some("/var/spool/postfix".into()),
         ..RedisOptions::new("redis+unix:///var/spool/postfix/private/redis.sock?db=2")
     })
     .unwrap();
+    let link::Dialer::Node(client) = dialer else { panic!("one server, not a cluster") };
     let info = client.get_connection_info();
     assert_eq!(*info.addr(), ConnectionAddr::Unix("private/redis.sock".into()));
     assert_eq!(info.redis_settings().db(), 2);
@@ -338,10 +340,12 @@ fn a_socket_in_the_jail_is_reached_relative_to_it() {
 
 #[test]
 fn redacted_drops_credentials() {
+    use super::link::redacted;
     assert_eq!(redacted("redis://user:pw@host:6379/0"), "redis://host:6379/0");
     assert_eq!(redacted("redis://host:6379/0"), "redis://host:6379/0");
     assert_eq!(redacted("redis+unix:///run/r.sock?db=1&pass=pw&user=u"), "redis+unix:///run/r.sock?db=1");
     assert_eq!(redacted("rediss://:pw@host/2?protocol=resp3"), "rediss://host/2?protocol=resp3");
+    assert_eq!(redacted("redis://u:pw@a:7000, redis://u:pw@b:7001"), "redis://a:7000,redis://b:7001");
 }
 
 #[test]
