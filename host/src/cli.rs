@@ -134,6 +134,9 @@ pub struct ServeArgs {
     /// The store is a Redis Cluster: --store lists one or more of its nodes, comma-separated (redis://HOST:PORT,redis://HOST:PORT) [default: the file's `store_cluster`].
     #[arg(long)]
     pub store_cluster: bool,
+    /// Cores serving requests at once, each one more node of the fleet with its own connection to the store (more than 1 needs a store) [default: the file's `cores`, else 4 with a store, 1 without].
+    #[arg(long, value_name = "N")]
+    pub cores: Option<u32>,
     /// File holding the Redis ACL user's password (mode 0600) [default: the file's `store_password_file`].
     #[arg(long, value_name = "FILE")]
     pub store_password_file: Option<PathBuf>,
@@ -325,6 +328,9 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
     if args.store_cluster {
         settings.store_cluster = true;
     }
+    if let Some(cores) = args.cores {
+        settings.cores = cores;
+    }
     if let Some(file) = args.store_password_file {
         settings.store_password_file = Some(file);
     }
@@ -335,6 +341,14 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         settings.compile_cache = false;
     }
     let mode = settings.socket_mode().map_err(|e| fail(78, e.to_string()))?;
+    if args.record.is_some() && settings.cores == 0 {
+        // A trace is one core's: recording picks one unless told more.
+        settings.cores = 1;
+    }
+    let cores = settings.core_count().map_err(|e| fail(78, e.to_string()))?;
+    if cores > 1 && args.record.is_some() {
+        return Err(fail(64, "--record needs cores = 1: a trace is one core's calls, in the order it made them"));
+    }
 
     // Handlers before anything else: a signal that arrives while the core
     // loads must find them in place, or it kills the daemon and leaves the
@@ -357,7 +371,9 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         tlskeeper_engine::state::open(&settings.state_options()).map_err(|e| fail(e.status(), e.to_string()))?;
     let caps = state
         .into_capabilities(Box::new(tlskeeper_engine::caps::SystemClock), Box::new(tlskeeper_engine::caps::OsEntropy));
-    let daemon = Daemon::on_own_socket(runtime, caps, settings, mode, shutdown, started, tape)?;
+    let more_caps = crate::daemon::more_cores(&settings.state_options(), cores - 1)?;
+    let mut daemon = Daemon::on_own_socket(runtime, caps, settings, mode, shutdown, started, tape)?;
+    daemon.more_caps = more_caps;
     crate::daemon::run(daemon).map_err(Failure::from)
 }
 

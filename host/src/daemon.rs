@@ -25,6 +25,8 @@ use std::time::Instant;
 use crate::config::Settings;
 use crate::service::Service;
 use crate::shutdown::Shutdown;
+use tlskeeper_engine::caps::{OsEntropy, SystemClock};
+use tlskeeper_engine::state::StateOptions;
 use tlskeeper_engine::{Capabilities, Core, Runtime, Tape};
 
 /// Everything a daemon needs, already opened.
@@ -33,6 +35,9 @@ pub struct Daemon {
     pub runtime: Runtime,
     /// The capabilities granted to it.
     pub caps: Capabilities,
+    /// Those of the pool's other cores (`cores` above 1, a shared store
+    /// only): see [`more_cores`].
+    pub more_caps: Vec<Capabilities>,
     /// Cache, core and connection settings.
     pub settings: Settings,
     /// Where clients connect.
@@ -71,6 +76,7 @@ impl Daemon {
         Ok(Daemon {
             runtime,
             caps,
+            more_caps: Vec::new(),
             socket_label: settings.socket.display().to_string(),
             socket_file: Some(settings.socket.clone()),
             settings,
@@ -125,6 +131,24 @@ pub fn fail(status: i32, message: impl Into<String>) -> Failure {
     Failure { message: message.into(), status }
 }
 
+/// Capabilities for the `count` other cores of a pool: each its own
+/// connection to the shared store `options` names, the system clock and
+/// the OS's entropy, and no seed file (the first core keeps it, and the
+/// others' generators are seeded from the OS anyway).
+///
+/// # Errors
+///
+/// A [`Failure`] when the store cannot be opened again.
+pub fn more_cores(options: &StateOptions, count: usize) -> Result<Vec<Capabilities>, Failure> {
+    let options = StateOptions { seed_file: None, ..options.clone() };
+    (0..count)
+        .map(|_| {
+            let state = tlskeeper_engine::state::open(&options).map_err(|e| fail(e.status(), e.to_string()))?;
+            Ok(state.into_capabilities(Box::new(SystemClock), Box::new(OsEntropy)))
+        })
+        .collect()
+}
+
 /// Start the core and serve until shutdown; then close every connection,
 /// stop the core (which flushes its storage) and return.
 ///
@@ -135,6 +159,7 @@ pub fn run(daemon: Daemon) -> Result<(), RunError> {
     let Daemon {
         runtime,
         caps,
+        more_caps,
         settings,
         listeners,
         socket_file,
@@ -144,16 +169,29 @@ pub fn run(daemon: Daemon) -> Result<(), RunError> {
         started,
         tape,
     } = daemon;
-    let mut core = Core::start_with_tape(&runtime, caps, settings.core_config(), settings.limits(), tape)
-        .map_err(|e| RunError::Core(e.to_string()))?;
-    if let Some(fleet) = settings.fleet() {
-        core.join_fleet(fleet).map_err(|e| RunError::Core(format!("ticket_key_margin: {e}")))?;
+    let pool = more_caps.len() + 1;
+    // Only the first core records: a trace is one core's calls, in order.
+    let tapes = std::iter::once(tape).chain(std::iter::repeat_with(|| Tape::Off));
+    let mut cores = Vec::with_capacity(pool);
+    for (i, (caps, tape)) in std::iter::once(caps).chain(more_caps).zip(tapes).enumerate() {
+        let mut config = settings.core_config();
+        if i > 0 {
+            // The first core keeps the seed file; the others have none.
+            config.seed_save_period_secs = 0;
+        }
+        let mut core = Core::start_with_tape(&runtime, caps, config, settings.limits(), tape)
+            .map_err(|e| RunError::Core(e.to_string()))?;
+        if let Some(fleet) = settings.fleet() {
+            core.join_fleet(fleet).map_err(|e| RunError::Core(format!("ticket_key_margin: {e}")))?;
+        }
+        cores.push(core);
     }
-    let (core, caretaker) = tlskeeper_engine::shared_core::spawn(core).map_err(RunError::Thread)?;
+    let (core, caretakers) = tlskeeper_engine::shared_core::spawn_pool(cores).map_err(RunError::Thread)?;
     tracing::info!(
-        "tlskeeper {} serving {} (core {}, ready in {} ms)",
+        "tlskeeper {} serving {}{} (core {}, ready in {} ms)",
         env!("CARGO_PKG_VERSION"),
         socket_label,
+        if pool > 1 { format!(" with {pool} cores") } else { String::new() },
         match runtime.origin() {
             tlskeeper_engine::Origin::Cached => "precompiled",
             tlskeeper_engine::Origin::Compiled => "compiled now",
@@ -170,7 +208,9 @@ pub fn run(daemon: Daemon) -> Result<(), RunError> {
     // gone: ours, and those of the connection threads the server has just
     // shut down.
     drop(service);
-    let _ = caretaker.join();
+    for caretaker in caretakers {
+        let _ = caretaker.join();
+    }
     tracing::info!("tlskeeper stopped");
     served.map_err(RunError::Listener)
 }

@@ -72,6 +72,11 @@ pub struct ServerSettings {
     pub read_timeout: Duration,
     /// Frame limits.
     pub limits: attr0::Limits,
+    /// Event loops, each a thread with connections of its own: one per
+    /// core of a pool, so that a loop waiting on its core's round trip to a
+    /// shared store does not hold up the connections of the others. One
+    /// for a single core (two loops at one core's lock were measured worse).
+    pub loops: usize,
 }
 
 impl Default for ServerSettings {
@@ -81,6 +86,7 @@ impl Default for ServerSettings {
             idle_timeout: Duration::from_secs(300),
             read_timeout: Duration::from_secs(10),
             limits: attr0::Limits::default(),
+            loops: 1,
         }
     }
 }
@@ -116,8 +122,41 @@ pub fn serve(
     shutdown: &Shutdown,
 ) -> io::Result<()> {
     raise_descriptor_limit(settings.max_connections);
-    // Returning drops the loop, and with it every open connection.
-    EventLoop::new(listeners, service, settings, shutdown)?.run()
+    if settings.loops <= 1 {
+        // Returning drops the loop, and with it every open connection.
+        return EventLoop::new(listeners, service, settings, shutdown)?.run();
+    }
+    // Every loop watches every listener (the kernel wakes them all; one
+    // wins each accept) and keeps its share of the connection limit.
+    let share = ServerSettings {
+        max_connections: settings.max_connections.div_ceil(settings.loops).max(1),
+        ..settings.clone()
+    };
+    // Any loop that fails, or cannot start, stops them all.
+    let run_one = || {
+        let outcome = EventLoop::new(listeners, service, &share, shutdown).and_then(EventLoop::run);
+        if outcome.is_err() {
+            shutdown.trigger();
+        }
+        outcome
+    };
+    std::thread::scope(|scope| {
+        let mut others = Vec::with_capacity(settings.loops - 1);
+        for _ in 1..settings.loops {
+            match std::thread::Builder::new().name("tlskeeper-loop".into()).spawn_scoped(scope, run_one) {
+                Ok(other) => others.push(other),
+                Err(e) => {
+                    shutdown.trigger();
+                    return Err(e);
+                }
+            }
+        }
+        let mine = run_one();
+        others.into_iter().fold(mine, |first, other| {
+            let outcome = other.join().unwrap_or_else(|_| Err(io::Error::other("an event loop panicked")));
+            first.and(outcome)
+        })
+    })
 }
 
 /// The poller, the listeners and every connection.

@@ -45,7 +45,7 @@
 //! fails with [`CoreGone`] rather than trust it, and the caretaker stops.
 //! Storage still flushes when the core is dropped.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -78,6 +78,15 @@ impl Guarded {
     /// Run `f` on the locked core, marking the core gone if `f` panics;
     /// returns the guard too, so the caller chooses how to let go.
     fn with<T>(&self, f: impl FnOnce(&mut Core) -> T) -> Result<(T, MutexGuard<'_, Core>), CoreGone> {
+        self.run(self.core.lock(), f)
+    }
+
+    /// [`Guarded::with`] on a lock already taken.
+    fn run<'a, T>(
+        &'a self,
+        mut guard: MutexGuard<'a, Core>,
+        f: impl FnOnce(&mut Core) -> T,
+    ) -> Result<(T, MutexGuard<'a, Core>), CoreGone> {
         /// Sets the flag when dropped during unwinding, while the lock is
         /// still held: no other call can run before it is set.
         struct PoisonOnPanic<'a>(&'a AtomicBool);
@@ -88,7 +97,6 @@ impl Guarded {
                 }
             }
         }
-        let mut guard = self.core.lock();
         if self.poisoned.load(Ordering::Acquire) {
             return Err(CoreGone);
         }
@@ -106,23 +114,40 @@ pub struct SharedCore {
 }
 
 /// What every clone of a [`SharedCore`] shares. Field order matters: the
-/// core's reference is dropped before the sender, so that when the caretaker
-/// sees the channel close, its own reference is the last one.
+/// cores' references are dropped before the senders, so that when a
+/// caretaker sees its channel close, its own reference is the last one.
 struct Handles {
-    core: Arc<Guarded>,
-    /// Wakes the caretaker for housekeeping now; its closing tells the
-    /// caretaker to stop.
-    alive: mpsc::Sender<()>,
+    /// One, or a pool of cores over one shared store.
+    cores: Vec<Arc<Guarded>>,
+    /// Wake each core's caretaker for housekeeping now; their closing tells
+    /// the caretakers to stop.
+    alive: Vec<mpsc::Sender<()>>,
+    /// Where the next call starts looking for a free core.
+    next: AtomicUsize,
 }
 
 impl SharedCore {
-    /// Run `f` on the core, waiting for the lock.
+    /// Run `f` on the core (in a pool: the first free one, else wait for
+    /// one), waiting for the lock.
     ///
     /// # Errors
     ///
     /// [`CoreGone`] when an earlier call panicked.
     pub fn call<T>(&self, f: impl FnOnce(&mut Core) -> T) -> Result<T, CoreGone> {
-        self.inner.core.with(f).map(|(value, _guard)| value)
+        let cores = &self.inner.cores;
+        if let [only] = cores.as_slice() {
+            return only.with(f).map(|(value, _guard)| value);
+        }
+        // Round the pool from a moving start, so that waits spread over
+        // the cores rather than pile onto the first.
+        let start = self.inner.next.fetch_add(1, Ordering::Relaxed) % cores.len();
+        let order = || (0..cores.len()).map(|i| &cores[(start + i) % cores.len()]);
+        let free = order().find_map(|core| core.core.try_lock().map(|guard| (core, guard)));
+        let (core, guard) = match free {
+            Some(free) => free,
+            None => (&cores[start], cores[start].core.lock()),
+        };
+        core.run(guard, f).map(|(value, _guard)| value)
     }
 
     /// Have the caretaker run housekeeping now rather than when the core
@@ -130,8 +155,10 @@ impl SharedCore {
     /// sweep on demand. Batches then follow back to back while the core
     /// reports more to do, each handing the lock on fairly, as always.
     pub fn housekeep_now(&self) {
-        // Fails only once the caretaker has stopped, with nothing to wake.
-        let _ = self.inner.alive.send(());
+        for alive in &self.inner.alive {
+            // Fails only once the caretaker has stopped, with nothing to wake.
+            let _ = alive.send(());
+        }
     }
 }
 
@@ -142,11 +169,37 @@ impl SharedCore {
 ///
 /// When the OS cannot create the thread.
 pub fn spawn(core: Core) -> std::io::Result<(SharedCore, thread::JoinHandle<()>)> {
-    let core = Arc::new(Guarded { core: Mutex::new(core), poisoned: AtomicBool::new(false) });
-    let (alive, closed) = mpsc::channel::<()>();
-    let caretaker = Arc::clone(&core);
-    let thread = thread::Builder::new().name("tlskeeper-core".into()).spawn(move || care(&caretaker, &closed))?;
-    Ok((SharedCore { inner: Arc::new(Handles { core, alive }) }, thread))
+    let (shared, mut caretakers) = spawn_pool(vec![core])?;
+    // One core, one caretaker.
+    let caretaker = caretakers.pop().ok_or_else(|| std::io::Error::other("no caretaker started"))?;
+    Ok((shared, caretaker))
+}
+
+/// Share a pool of cores whose storage is one store many cores may use at
+/// once (a fleet's Redis: each core is one more node of the fleet), each
+/// with its caretaker. A call takes whichever core is free, so that one
+/// waiting on the store's round trips does not hold up the others.
+///
+/// # Errors
+///
+/// When the OS cannot create a thread, or `cores` is empty.
+pub fn spawn_pool(cores: Vec<Core>) -> std::io::Result<(SharedCore, Vec<thread::JoinHandle<()>>)> {
+    if cores.is_empty() {
+        return Err(std::io::Error::other("a pool needs at least one core"));
+    }
+    let mut guarded = Vec::with_capacity(cores.len());
+    let mut alive = Vec::with_capacity(cores.len());
+    let mut threads = Vec::with_capacity(cores.len());
+    for core in cores {
+        let core = Arc::new(Guarded { core: Mutex::new(core), poisoned: AtomicBool::new(false) });
+        let (sender, closed) = mpsc::channel::<()>();
+        let caretaker = Arc::clone(&core);
+        let thread = thread::Builder::new().name("tlskeeper-core".into()).spawn(move || care(&caretaker, &closed))?;
+        guarded.push(core);
+        alive.push(sender);
+        threads.push(thread);
+    }
+    Ok((SharedCore { inner: Arc::new(Handles { cores: guarded, alive, next: AtomicUsize::new(0) }) }, threads))
 }
 
 /// Run `f` as the caretaker, then hand the lock to a waiting server thread.

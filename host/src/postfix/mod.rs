@@ -269,6 +269,9 @@ fn start(
         redis.jail = Some(main_cf.queue_directory.clone());
     }
     let state = tlskeeper_engine::state::assemble(store, &options).map_err(|e| fail(e.status(), e.to_string()))?;
+    let cores = settings.core_count().map_err(|e| fail(78, e.to_string()))?;
+    // Before the chroot, as the first core's: the KEK is read as root.
+    let more_caps = crate::daemon::more_cores(&options, cores - 1)?;
 
     // Last steps as root. tzset now: the zone file is outside the jail.
     // SAFETY: tzset only reads the environment and the zone file.
@@ -285,6 +288,7 @@ fn start(
     let daemon = Daemon {
         runtime,
         caps: state.into_capabilities(Box::new(SystemClock), Box::new(MixedEntropy::new(extra))),
+        more_caps,
         logged_caches: main_cf.cache_logging(),
         settings,
         listeners,

@@ -327,7 +327,7 @@ impl RedisStorage {
         match outcome {
             Ok(value) => {
                 if self.retry_at.take().is_some() {
-                    self.log("tlskeeper redis back", format_args!("{} answers again", self.describe()));
+                    self.log_once(false, "tlskeeper redis back", format_args!("{} answers again", self.describe()));
                     // It may have come back empty: name the tables again.
                     self.registered.clear();
                 }
@@ -335,7 +335,7 @@ impl RedisStorage {
             }
             Err(e) if unreachable(&e) => {
                 if self.retry_at.replace(now + self.options.retry_after).is_none() {
-                    self.log(
+                    self.log_once(true,
                         "tlskeeper redis down",
                         format_args!(
                             "{} cannot be reached ({e}); requests that need it fail until it answers, tried again every {} ms",
@@ -371,6 +371,20 @@ impl RedisStorage {
 
     fn open_connection(&self) -> Result<Link, RedisError> {
         self.client.open(self.options.timeout)
+    }
+
+    /// Log that the server went (`down`) or came back, once for the
+    /// process: the stores of a pool of cores each see the same outage,
+    /// and the first to see each change says it.
+    fn log_once(&self, down: bool, kind: &'static str, message: fmt::Arguments<'_>) {
+        static DOWN: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+        // A poisoned set is still a set of names.
+        let mut known = DOWN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = if down { known.insert(self.describe()) } else { known.remove(&self.describe()) };
+        drop(known);
+        if changed {
+            self.log(kind, message);
+        }
     }
 
     fn log(&self, kind: &'static str, message: fmt::Arguments<'_>) {
