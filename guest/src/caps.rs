@@ -72,6 +72,19 @@ pub struct TableStat {
 /// One key-value pair returned by [`Capabilities::scan`].
 pub type Entry = (Vec<u8>, Vec<u8>);
 
+/// One write of [`Capabilities::apply`].
+#[derive(Clone, Copy)]
+pub struct Change<'a> {
+    /// The table.
+    pub table: &'a str,
+    /// The key.
+    pub key: &'a [u8],
+    /// The value to store; `None` deletes `key`.
+    pub value: Option<&'a [u8]>,
+    /// For a value: the expiry hint of [`Capabilities::put_expiring`].
+    pub expires_at: Option<u64>,
+}
+
 /// Everything the core may ask of its host.
 pub trait Capabilities {
     /// Nanoseconds since the Unix epoch.
@@ -105,6 +118,15 @@ pub trait Capabilities {
 
     /// Entry count and byte total of `table`.
     fn stat(&mut self, table: &str) -> Result<TableStat, StorageError>;
+
+    /// [`Capabilities::get`] of `key` and [`Capabilities::stat`] of
+    /// `table`, in one call: one round trip to a store across a network.
+    fn get_with_stat(&mut self, table: &str, key: &[u8]) -> Result<(Option<Vec<u8>>, TableStat), StorageError>;
+
+    /// The changes in order, as the calls one by one would make them, in
+    /// one call (one round trip where the store allows). Not atomic: after
+    /// an error, some leading changes may have been made.
+    fn apply(&mut self, changes: &[Change<'_>]) -> Result<(), StorageError>;
 
     /// The seed the previous run saved, already consumed (removed, durably)
     /// by the host, so it is never used twice. `None` when there is none.

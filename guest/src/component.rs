@@ -98,6 +98,25 @@ impl Capabilities for Imports {
         storage::stat(table).map(|s| TableStat { entries: s.entries, bytes: s.bytes }).map_err(from_wit_storage)
     }
 
+    fn get_with_stat(&mut self, table: &str, key: &[u8]) -> Result<(Option<Vec<u8>>, TableStat), StorageError> {
+        storage::get_with_stat(table, key)
+            .map(|(value, s)| (value, TableStat { entries: s.entries, bytes: s.bytes }))
+            .map_err(from_wit_storage)
+    }
+
+    fn apply(&mut self, changes: &[caps::Change<'_>]) -> Result<(), StorageError> {
+        let changes: Vec<storage::Change> = changes
+            .iter()
+            .map(|c| storage::Change {
+                table: c.table.into(),
+                key: c.key.to_vec(),
+                value: c.value.map(<[u8]>::to_vec),
+                expires_at: c.expires_at,
+            })
+            .collect();
+        storage::apply(&changes).map_err(from_wit_storage)
+    }
+
     fn take_seed(&mut self) -> Option<Vec<u8>> {
         seed_file::take()
     }

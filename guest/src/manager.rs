@@ -152,7 +152,7 @@ impl Manager {
                 }
                 None => SessionCache::new(cs.clone()),
             };
-            cache.set_expiry_hint(self.fleet.is_some());
+            cache.set_shared(self.fleet.is_some());
             if let Some(id_key) = &self.id_key {
                 cache.set_id_key(id_key.clone());
             }
@@ -182,7 +182,7 @@ impl Manager {
             None => {
                 self.fleet = Some(FleetRing::new(margin_secs));
                 for cache in &mut self.caches {
-                    cache.set_expiry_hint(true);
+                    cache.set_shared(true);
                 }
                 caps.log(
                     Level::Info,

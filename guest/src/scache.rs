@@ -55,7 +55,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::caps::{Capabilities, Level};
+use crate::caps::{Capabilities, Change, Level};
 use crate::config::CacheSettings;
 use crate::error::{Error, Result};
 use crate::idkey::{IdKey, legacy_key};
@@ -112,9 +112,11 @@ pub struct SessionCache {
     table: String,
     index: String,
     counters: Counters,
-    /// Write entries with `put_expiring`, so that a shared store drops
-    /// what no core deletes.
-    expiry_hint: bool,
+    /// On a store shared by a fleet: entries are written with an expiry
+    /// hint, so that the store drops what no core deletes, and an update
+    /// reads and writes in one call each ([`Capabilities::get_with_stat`],
+    /// [`Capabilities::apply`]), since each call is a round trip to it.
+    shared: bool,
     /// How ids become keys; `None` keys with plain SHA-256.
     id_key: Option<IdKey>,
 }
@@ -153,7 +155,7 @@ impl SessionCache {
     pub fn new(settings: CacheSettings) -> Self {
         let table = format!("scache/{}", settings.name);
         let index = format!("scache-age/{}", settings.name);
-        SessionCache { settings, table, index, counters: Counters::default(), expiry_hint: false, id_key: None }
+        SessionCache { settings, table, index, counters: Counters::default(), shared: false, id_key: None }
     }
 
     /// The cache's settings.
@@ -167,12 +169,13 @@ impl SessionCache {
         self.settings = settings;
     }
 
-    /// Give every entry written from now on its expiry as a hint to the
-    /// store. Only a store shared by a fleet needs it (a node that stops
-    /// for good leaves entries nobody else would sweep), so a node's own
-    /// store is written with plain `put`, as recorded traces expect.
-    pub fn set_expiry_hint(&mut self, on: bool) {
-        self.expiry_hint = on;
+    /// Treat the store as shared by a fleet from now on: every entry
+    /// written carries its expiry as a hint (a node that stops for good
+    /// leaves entries nobody else would sweep), and updates batch their
+    /// calls. A node's own store is written with plain `put`, one call at
+    /// a time, as recorded traces expect.
+    pub fn set_shared(&mut self, on: bool) {
+        self.shared = on;
     }
 
     /// Key ids with `id_key` from now on.
@@ -212,13 +215,31 @@ impl SessionCache {
 
     /// Write one of the cache's entries, stored at `stored_at`.
     fn write(&self, caps: &mut impl Capabilities, table: &str, key: &[u8], value: &[u8], stored_at: u64) -> Result<()> {
-        if self.expiry_hint {
-            // Fresh while stored_at + T >= now: of no use from the second after.
-            let expires_at = stored_at.saturating_add(u64::from(self.settings.timeout_secs)).saturating_add(1);
-            Ok(caps.put_expiring(table, key, value, expires_at)?)
-        } else {
-            Ok(caps.put(table, key, value)?)
+        match self.expiry_hint(stored_at) {
+            Some(expires_at) => Ok(caps.put_expiring(table, key, value, expires_at)?),
+            None => Ok(caps.put(table, key, value)?),
         }
+    }
+
+    /// When an entry stored at `stored_at` is of no use to a shared store.
+    fn expiry_hint(&self, stored_at: u64) -> Option<u64> {
+        // Fresh while stored_at + T >= now: of no use from the second after.
+        self.shared.then(|| stored_at.saturating_add(u64::from(self.settings.timeout_secs)).saturating_add(1))
+    }
+
+    /// `changes` in order: in one call on a shared store, else one call
+    /// each, as recorded traces expect.
+    fn apply(&self, caps: &mut impl Capabilities, changes: &[Change<'_>]) -> Result<()> {
+        if self.shared {
+            return Ok(caps.apply(changes)?);
+        }
+        for change in changes {
+            match change.value {
+                Some(value) => caps.put(change.table, change.key, value)?,
+                None => drop(caps.delete(change.table, change.key)?),
+            }
+        }
+        Ok(())
     }
 
     /// Counters since the instance started.
@@ -273,21 +294,30 @@ impl SessionCache {
         }
         let key = self.migrate(caps, now_secs, id)?;
         let value = encode_entry(now_secs, session);
-        let old = caps.get(&self.table, &key)?;
+        let (old, stat) = if self.shared {
+            caps.get_with_stat(&self.table, &key)?
+        } else {
+            let old = caps.get(&self.table, &key)?;
+            (old, caps.stat(&self.table)?)
+        };
         let old_len = old.as_ref().map_or(0, |v| (KEY_LEN + v.len()) as u64);
         let old_stored_at = old.as_deref().and_then(entry_stored_at);
 
-        let stat = caps.stat(&self.table)?;
         let entries = stat.entries + u64::from(old.is_none());
         let bytes = (stat.bytes - old_len.min(stat.bytes)) + (KEY_LEN + value.len()) as u64;
         self.make_room(caps, now_secs, &key, entries, bytes)?;
 
         // Index first, so the primary entry is never without one.
-        self.write(caps, &self.index, &index_key(now_secs, &key), &[], now_secs)?;
-        self.write(caps, &self.table, &key, &value, now_secs)?;
-        if let Some(ts) = old_stored_at.filter(|&ts| ts != now_secs) {
-            caps.delete(&self.index, &index_key(ts, &key))?;
+        let expires_at = self.expiry_hint(now_secs);
+        let index_entry = index_key(now_secs, &key);
+        let stale_index = old_stored_at.filter(|&ts| ts != now_secs).map(|ts| index_key(ts, &key));
+        let mut changes = Vec::with_capacity(3);
+        changes.push(Change { table: &self.index, key: &index_entry, value: Some(&[][..]), expires_at });
+        changes.push(Change { table: &self.table, key: &key, value: Some(&value), expires_at });
+        if let Some(stale) = &stale_index {
+            changes.push(Change { table: &self.index, key: stale, value: None, expires_at: None });
         }
+        self.apply(caps, &changes)?;
         self.counters.updates += 1;
         Ok(())
     }
@@ -509,6 +539,39 @@ mod tests {
         ikey.extend_from_slice(&hash);
         let index: Vec<_> = caps.tables[INDEX].iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         assert_eq!(index, vec![(ikey, Vec::new())]);
+    }
+
+    /// On a shared store an update costs two calls, a read and a write,
+    /// however many entries it touches, and leaves the tables as the
+    /// one-call-at-a-time path does, with expiry hints.
+    #[test]
+    fn a_shared_update_reads_once_and_writes_once() {
+        let run = |shared: bool| {
+            let mut caps = FakeCaps::new(T0, 1);
+            let mut c = cache(60);
+            c.set_shared(shared);
+            c.update(&mut caps, T0, "id", b"first").unwrap();
+            let before = caps.storage_calls;
+            // A later second: the old index entry goes too.
+            c.update(&mut caps, T0 + 5, "id", b"second").unwrap();
+            (caps.storage_calls - before, caps.tables.clone(), caps.expiries.clone())
+        };
+        let (calls, tables, hints) = run(true);
+        assert_eq!(calls, 2);
+        let (one_by_one, same_tables, no_hints) = run(false);
+        assert_eq!(one_by_one, 5); // get, stat, put, put, delete
+        assert_eq!(tables, same_tables);
+        assert!(no_hints.is_empty());
+        let expires = T0 + 5 + 60 + 1;
+        let hinted: Vec<(&str, u64)> = hints.iter().map(|((t, _), e)| (t.as_str(), *e)).collect();
+        assert!(hinted.contains(&(TABLE, expires)) && hinted.contains(&(INDEX, expires)), "{hinted:?}");
+
+        // A failed write fails the update.
+        let mut caps = FakeCaps::new(T0, 1);
+        let mut c = cache(60);
+        c.set_shared(true);
+        caps.storage_fault = Some(StorageError::Unavailable("down".into()));
+        assert!(matches!(c.update(&mut caps, T0, "id", b"s"), Err(Error::Storage(_))));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use alloc::vec::Vec;
 
 use sha2::{Digest, Sha256};
 
-use crate::caps::{Capabilities, Entry, Level, StorageError, TableStat};
+use crate::caps::{Capabilities, Change, Entry, Level, StorageError, TableStat};
 
 /// One second in the clock's unit.
 pub const SECOND: u64 = 1_000_000_000;
@@ -174,6 +174,27 @@ impl Capabilities for FakeCaps {
             entries: t.len() as u64,
             bytes: t.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum(),
         }))
+    }
+
+    fn get_with_stat(&mut self, table: &str, key: &[u8]) -> Result<(Option<Vec<u8>>, TableStat), StorageError> {
+        let value = self.get(table, key)?;
+        // One call, as a host would count it.
+        self.storage_calls -= 1;
+        Ok((value, self.stat(table)?))
+    }
+
+    fn apply(&mut self, changes: &[Change<'_>]) -> Result<(), StorageError> {
+        self.check()?;
+        let calls = self.storage_calls;
+        for change in changes {
+            match (change.value, change.expires_at) {
+                (Some(value), Some(at)) => self.put_expiring(change.table, change.key, value, at)?,
+                (Some(value), None) => self.put(change.table, change.key, value)?,
+                (None, _) => drop(self.delete(change.table, change.key)?),
+            }
+        }
+        self.storage_calls = calls;
+        Ok(())
     }
 
     fn take_seed(&mut self) -> Option<Vec<u8>> {

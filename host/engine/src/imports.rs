@@ -250,6 +250,70 @@ impl bindings::storage::Host for HostState {
         self.tape.record(|| Import::StorageStat { table, result: result.clone() });
         Ok(result)
     }
+
+    fn get_with_stat(
+        &mut self,
+        table: String,
+        key: Vec<u8>,
+    ) -> wasmtime::Result<Result<(Option<Vec<u8>>, bindings::storage::TableStat), bindings::storage::Error>> {
+        if let Tape::Replay(p) = &mut self.tape {
+            return p.import(
+                |r| match r {
+                    Import::StorageGetWithStat { table: t, key: k, result } if *t == table && *k == key => {
+                        Some(result.clone())
+                    }
+                    _ => None,
+                },
+                || Import::StorageGetWithStat {
+                    table: table.clone(),
+                    key: key.clone(),
+                    result: Ok((None, bindings::storage::TableStat { entries: 0, bytes: 0 })),
+                },
+            );
+        }
+        let result = self
+            .caps
+            .storage
+            .get_with_stat(&table, &key)
+            .map(|(value, s)| (value, bindings::storage::TableStat { entries: s.entries, bytes: s.bytes }))
+            .map_err(to_wit);
+        self.tape.record(|| Import::StorageGetWithStat { table, key, result: result.clone() });
+        Ok(result)
+    }
+
+    fn apply(
+        &mut self,
+        changes: Vec<bindings::storage::Change>,
+    ) -> wasmtime::Result<Result<(), bindings::storage::Error>> {
+        if let Tape::Replay(p) = &mut self.tape {
+            return p.import(
+                |r| match r {
+                    Import::StorageApply { changes: c, result } if *c == changes => Some(result.clone()),
+                    _ => None,
+                },
+                || Import::StorageApply { changes: changes.clone(), result: Ok(()) },
+            );
+        }
+        // Moved, not copied: `Change` zeroizes its value when dropped.
+        let changes: Vec<crate::storage::Change> = changes
+            .into_iter()
+            .map(|c| crate::storage::Change { table: c.table, key: c.key, value: c.value, expires_at: c.expires_at })
+            .collect();
+        let result = self.caps.storage.apply(&changes).map_err(to_wit);
+        self.tape.record(|| Import::StorageApply {
+            changes: changes
+                .iter()
+                .map(|c| bindings::storage::Change {
+                    table: c.table.clone(),
+                    key: c.key.clone(),
+                    value: c.value.clone(),
+                    expires_at: c.expires_at,
+                })
+                .collect(),
+            result: result.clone(),
+        });
+        Ok(result)
+    }
 }
 
 impl bindings::seed_file::Host for HostState {

@@ -329,6 +329,18 @@ fn describe_request(import: &Import) -> String {
             format!("{table:?}, after {}, limit {limit}", after.as_deref().map_or("none".to_owned(), bytes))
         }
         Import::StorageStat { table, .. } => format!("{table:?}"),
+        Import::StorageGetWithStat { table, key, .. } => format!("{table:?}, {}", bytes(key)),
+        Import::StorageApply { changes, .. } => {
+            let changes: Vec<String> = changes
+                .iter()
+                .map(|c| match (&c.value, c.expires_at) {
+                    (Some(v), Some(at)) => format!("put {:?} {} {} {at}", c.table, bytes(&c.key), bytes(v)),
+                    (Some(v), None) => format!("put {:?} {} {}", c.table, bytes(&c.key), bytes(v)),
+                    (None, _) => format!("delete {:?} {}", c.table, bytes(&c.key)),
+                })
+                .collect();
+            changes.join(", ")
+        }
         Import::SeedSave { seed, .. } => bytes(seed),
         Import::Log { level, message } => format!("{level:?}, {message:?}"),
     };
@@ -340,7 +352,12 @@ fn describe_result(import: &Import) -> String {
         Import::ClockNow { result } => result.to_string(),
         Import::EntropyFill { result, .. } => bytes(result),
         Import::StorageGet { result, .. } => format!("{:?}", result.as_ref().map(|v| v.as_deref().map(bytes))),
-        Import::StoragePut { result, .. } | Import::StoragePutExpiring { result, .. } => format!("{result:?}"),
+        Import::StoragePut { result, .. }
+        | Import::StoragePutExpiring { result, .. }
+        | Import::StorageApply { result, .. } => format!("{result:?}"),
+        Import::StorageGetWithStat { result, .. } => {
+            format!("{:?}", result.as_ref().map(|(v, stat)| (v.as_deref().map(bytes), stat)))
+        }
         Import::StoragePutIfAbsent { result, .. } => {
             format!("{:?}", result.as_ref().map(|v| v.as_deref().map(bytes)))
         }

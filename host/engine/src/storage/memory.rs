@@ -128,6 +128,7 @@ mod tests {
     #[test]
     fn put_get_replace_delete_and_accounting() {
         crate::storage::contract::put_get_replace_delete(&mut MemoryStorage::new());
+        crate::storage::contract::batched_calls(&mut MemoryStorage::new());
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //! - `scan` returns keys in ascending bytewise order, strictly after `after`;
 //! - `stat` counts entries and the sum of key and value lengths, and is cheap
 //!   (the core calls it on every update);
+//! - `get_with_stat` is `get` then `stat`, and `apply` is its changes made
+//!   one by one, in order (not atomically): the defaults do exactly that,
+//!   and a backend across a network overrides them to make one round trip;
 //! - an error must leave the table as it was or as if the operation had
 //!   completed, never half-written;
 //! - after `flush` returns, every completed write survives a crash; a
@@ -86,6 +89,65 @@ pub struct TableStat {
 /// A key-value pair from [`Storage::scan`].
 pub type Entry = (Vec<u8>, Vec<u8>);
 
+/// One write of [`Storage::apply`]: a put (with the expiry hint of
+/// [`Storage::put_expiring`], if any) or a delete. The value is zeroized
+/// on drop and kept out of `Debug`: it may be a session in clear.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The table.
+    pub table: String,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value to store; `None` deletes `key`.
+    pub value: Option<Vec<u8>>,
+    /// For a value: when it is of no use any more (seconds since the epoch).
+    pub expires_at: Option<u64>,
+}
+
+impl Change {
+    /// Store `value` under `key`.
+    pub fn put(table: &str, key: &[u8], value: &[u8], expires_at: Option<u64>) -> Change {
+        Change { table: table.to_owned(), key: key.to_vec(), value: Some(value.to_vec()), expires_at }
+    }
+
+    /// Remove `key`.
+    pub fn delete(table: &str, key: &[u8]) -> Change {
+        Change { table: table.to_owned(), key: key.to_vec(), value: None, expires_at: None }
+    }
+
+    /// Make this change through the one-call methods of `s`.
+    ///
+    /// # Errors
+    ///
+    /// The call's.
+    pub fn make_on(&self, s: &mut (impl Storage + ?Sized)) -> Result<(), StorageError> {
+        match (&self.value, self.expires_at) {
+            (Some(value), Some(at)) => s.put_expiring(&self.table, &self.key, value, at),
+            (Some(value), None) => s.put(&self.table, &self.key, value),
+            (None, _) => s.delete(&self.table, &self.key).map(drop),
+        }
+    }
+}
+
+impl Drop for Change {
+    fn drop(&mut self) {
+        if let Some(value) = &mut self.value {
+            zeroize::Zeroize::zeroize(value);
+        }
+    }
+}
+
+impl fmt::Debug for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Change")
+            .field("table", &self.table)
+            .field("key_len", &self.key.len())
+            .field("value_len", &self.value.as_ref().map(Vec::len))
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
 /// An ordered key-value store with named tables; see the module docs for the
 /// contract.
 pub trait Storage: Send + fmt::Debug {
@@ -129,6 +191,27 @@ pub trait Storage: Send + fmt::Debug {
     fn scan(&mut self, table: &str, after: Option<&[u8]>, limit: u32) -> Result<Vec<Entry>, StorageError>;
     /// Entry count and byte total of `table`.
     fn stat(&mut self, table: &str) -> Result<TableStat, StorageError>;
+    /// `get` of `key`, then `stat` of `table`: what a cache update reads.
+    ///
+    /// # Errors
+    ///
+    /// As for `get` and `stat`.
+    fn get_with_stat(&mut self, table: &str, key: &[u8]) -> Result<(Option<Vec<u8>>, TableStat), StorageError> {
+        let value = self.get(table, key)?;
+        Ok((value, self.stat(table)?))
+    }
+    /// `changes` in order, each as its one-call method would make it; the
+    /// first error stops the rest.
+    ///
+    /// # Errors
+    ///
+    /// The first change's that failed.
+    fn apply(&mut self, changes: &[Change]) -> Result<(), StorageError> {
+        for change in changes {
+            change.make_on(self)?;
+        }
+        Ok(())
+    }
     /// Make every completed write durable (a no-op for backends whose
     /// writes always are, or that keep nothing).
     fn flush(&mut self) -> Result<(), StorageError> {
@@ -224,7 +307,7 @@ pub fn check_sizes(table: &str, key: &[u8], value: Option<&[u8]>) -> Result<(), 
 /// Behaviour every backend's tests check, written once.
 #[cfg(test)]
 pub(crate) mod contract {
-    use super::{Storage, TableStat};
+    use super::{Change, Storage, TableStat};
 
     /// Put, get, replace, delete and the byte accounting of `stat`, on an
     /// empty store.
@@ -243,6 +326,33 @@ pub(crate) mod contract {
         assert_eq!(s.get("t", b"once").unwrap().as_deref(), Some(&b"first"[..]));
         assert_eq!(s.stat("t").unwrap(), TableStat { entries: 1, bytes: 9 });
         assert!(s.delete("t", b"once").unwrap());
+    }
+
+    /// `get_with_stat` and `apply` agree with the calls one by one: puts,
+    /// replacements and deletes in order (a later change to a key wins),
+    /// deletes of absent keys harmless, the byte accounting kept; an
+    /// oversized change is refused.
+    pub(crate) fn batched_calls(s: &mut dyn Storage) {
+        assert_eq!(s.get_with_stat("b", b"k").unwrap(), (None, TableStat::default()));
+        s.apply(&[
+            Change::put("b-age", b"i1", b"", Some(4_000_000_000)),
+            Change::put("b", b"k", b"v1", Some(4_000_000_000)),
+            Change::put("b", b"gone", b"x", None),
+            Change::delete("b", b"gone"),
+            Change::delete("b", b"never"),
+            Change::put("b", b"k", b"value2", None),
+        ])
+        .unwrap();
+        assert_eq!(s.get_with_stat("b", b"k").unwrap(), (Some(b"value2".to_vec()), TableStat { entries: 1, bytes: 7 }));
+        assert_eq!(s.get_with_stat("b-age", b"i1").unwrap(), (Some(Vec::new()), TableStat { entries: 1, bytes: 2 }));
+        assert_eq!(s.get("b", b"gone").unwrap(), None);
+        s.apply(&[]).unwrap();
+        s.apply(&[Change::delete("b", b"k"), Change::delete("b-age", b"i1")]).unwrap();
+        assert_eq!(s.stat("b").unwrap(), TableStat::default());
+        assert_eq!(s.stat("b-age").unwrap(), TableStat::default());
+        let huge = vec![0; super::MAX_VALUE_BYTES + 1];
+        assert_eq!(s.apply(&[Change::put("b", b"k", &huge, None)]), Err(super::StorageError::TooLarge));
+        assert_eq!(s.get("b", b"k").unwrap(), None);
     }
 
     /// `scan`: bytewise order (a shorter key before its extensions, 0xff

@@ -116,7 +116,7 @@ use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::kek::{FINGERPRINT_LEN, Kek};
-use super::{Commit, Committed, Entry, Storage, StorageError, TableStat, check_sizes};
+use super::{Change, Commit, Committed, Entry, Storage, StorageError, TableStat, check_sizes};
 
 /// Bytes a sealed value adds to its plaintext: version, nonce and tag.
 pub const OVERHEAD: usize = 1 + NONCE_LEN + TAG_LEN;
@@ -513,6 +513,47 @@ impl<S: Storage> Storage for Sealed<S> {
         })
     }
 
+    fn get_with_stat(&mut self, table: &str, key: &[u8]) -> Result<(Option<Vec<u8>>, TableStat), StorageError> {
+        not_reserved(table)?;
+        let (record, stat) = self.inner.get_with_stat(table, key)?;
+        let stat = TableStat {
+            entries: stat.entries,
+            bytes: stat.bytes.saturating_sub(stat.entries.saturating_mul(OVERHEAD_U64)),
+        };
+        let Some(record) = record else {
+            return Ok((None, stat));
+        };
+        match open_record(&self.kek, table, key, record) {
+            Some(value) => Ok((Some(value), stat)),
+            None => {
+                // The size counted the record just removed: ask again (rare).
+                self.reject(table, key)?;
+                Ok((None, self.stat(table)?))
+            }
+        }
+    }
+
+    fn apply(&mut self, changes: &[Change]) -> Result<(), StorageError> {
+        // Every change checked and sealed before any is made, so that a
+        // refused one leaves the store as it was.
+        let mut sealed = Vec::with_capacity(changes.len());
+        for change in changes {
+            not_reserved(&change.table)?;
+            check_sizes(&change.table, &change.key, change.value.as_deref())?;
+            let value = match &change.value {
+                Some(value) => Some(seal(&self.kek, &change.table, &change.key, value)?),
+                None => None,
+            };
+            sealed.push(Change {
+                table: change.table.clone(),
+                key: change.key.clone(),
+                value,
+                expires_at: change.expires_at,
+            });
+        }
+        self.inner.apply(&sealed)
+    }
+
     fn flush(&mut self) -> Result<(), StorageError> {
         self.reassert_check();
         self.inner.flush()
@@ -576,6 +617,7 @@ mod tests {
     #[test]
     fn contract() {
         crate::storage::contract::put_get_replace_delete(&mut sealed());
+        crate::storage::contract::batched_calls(&mut sealed());
         crate::storage::contract::scan_in_order(&mut sealed());
     }
 

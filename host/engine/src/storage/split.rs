@@ -22,7 +22,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Commit, Committed, Entry, MemoryStorage, Storage, StorageError, TableStat};
+use super::{Change, Commit, Committed, Entry, MemoryStorage, Storage, StorageError, TableStat};
 
 /// The storage tables of the session cache `name`, as the core names them
 /// (guest `scache` module): the entries and their age index. The
@@ -106,6 +106,22 @@ impl<S: Storage> Storage for Split<S> {
         self.route(table).stat(table)
     }
 
+    fn get_with_stat(&mut self, table: &str, key: &[u8]) -> Result<(Option<Vec<u8>>, TableStat), StorageError> {
+        self.route(table).get_with_stat(table, key)
+    }
+
+    fn apply(&mut self, changes: &[Change]) -> Result<(), StorageError> {
+        let volatile = |c: &Change| self.volatile_tables.contains(&c.table);
+        if changes.iter().all(volatile) {
+            self.volatile.apply(changes)
+        } else if !changes.iter().any(volatile) {
+            self.persistent.apply(changes)
+        } else {
+            // Across both halves there is no one round trip to save.
+            changes.iter().try_for_each(|change| change.make_on(self))
+        }
+    }
+
     fn flush(&mut self) -> Result<(), StorageError> {
         self.persistent.flush()
     }
@@ -151,6 +167,7 @@ mod tests {
     fn meets_the_backend_contract() {
         let mut split = Split::new(MemoryStorage::new(), ["t".to_owned()]).unwrap();
         crate::storage::contract::put_get_replace_delete(&mut split);
+        crate::storage::contract::batched_calls(&mut split);
         crate::storage::contract::scan_in_order(&mut Split::new(MemoryStorage::new(), ["t".to_owned()]).unwrap());
         crate::storage::contract::scan_in_order(&mut Split::new(MemoryStorage::new(), []).unwrap());
     }

@@ -304,6 +304,22 @@ pub enum Import {
         /// Answer.
         result: Result<(), storage::Error>,
     },
+    /// `storage.get-with-stat`.
+    StorageGetWithStat {
+        /// Table.
+        table: String,
+        /// Key.
+        key: Vec<u8>,
+        /// Answer: the value, if any, and the table's size.
+        result: Result<(Option<Vec<u8>>, storage::TableStat), storage::Error>,
+    },
+    /// `storage.apply`.
+    StorageApply {
+        /// The changes, in order.
+        changes: Vec<storage::Change>,
+        /// Answer.
+        result: Result<(), storage::Error>,
+    },
 }
 
 impl Import {
@@ -322,6 +338,8 @@ impl Import {
             Import::Log { .. } => "log.log",
             Import::StoragePutIfAbsent { .. } => "storage.put-if-absent",
             Import::StoragePutExpiring { .. } => "storage.put-expiring",
+            Import::StorageGetWithStat { .. } => "storage.get-with-stat",
+            Import::StorageApply { .. } => "storage.apply",
         }
     }
 }

@@ -53,6 +53,7 @@ fn put_get_replace_delete_and_accounting() {
     let dir = data_dir();
     let mut s = open(dir.path()).unwrap();
     crate::storage::contract::put_get_replace_delete(&mut s);
+    crate::storage::contract::batched_calls(&mut s);
     let other = data_dir();
     crate::storage::contract::scan_in_order(&mut open(other.path()).unwrap());
     // A delete in a table never written neither fails nor creates it.

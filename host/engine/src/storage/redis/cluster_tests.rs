@@ -132,6 +132,7 @@ fn store(cluster: &Cluster) -> RedisStorage {
 fn the_storage_contract_holds_on_a_cluster() {
     let cluster = Cluster::start();
     crate::storage::contract::put_get_replace_delete(&mut store(&cluster));
+    crate::storage::contract::batched_calls(&mut store(&cluster));
     crate::storage::contract::scan_in_order(&mut store(&cluster));
 }
 

@@ -10,6 +10,10 @@
 //! says, each in one hash slot; every change that touches more than one
 //! Redis key is one Lua script, so nodes writing at once never see or leave
 //! a table half-changed, and in a cluster each script runs on one node.
+//! The two calls of a cache update are one round trip each: `get_with_stat`
+//! pipelines the read and the size, `apply` pipelines its changes' scripts
+//! (on one server; in a cluster a batch may span masters, and its changes
+//! are made one by one, in order, so that a failure leaves a prefix made).
 //!
 //! The client is the `redis` crate (redis-rs): the most used Rust client
 //! for Redis, started in 2013 and actively maintained; a synchronous API
@@ -70,7 +74,7 @@ use redis::{RedisError, Script};
 
 use self::layout::TableKeys;
 use self::link::{Dialer, Link, dialer_for};
-use super::{Entry, Storage, StorageError, TableStat, check_sizes};
+use super::{Change, Entry, Storage, StorageError, TableStat, check_sizes};
 use crate::throttle::Throttle;
 
 /// How to reach the server and how long to wait.
@@ -301,7 +305,9 @@ impl RedisStorage {
     /// request. `f` may therefore run twice; every command here may: a put
     /// writes the same value again (the scripts recount its bytes), a
     /// put-if-absent that landed the first time returns our own value, a
-    /// delete that landed reports nothing deleted. A timeout is not retried:
+    /// delete that landed reports nothing deleted, a batch of changes makes
+    /// the same changes again (a sequence of puts and deletes made twice
+    /// leaves what it left once). A timeout is not retried:
     /// a hung server must cost one wait, not two.
     fn call<T>(&mut self, mut f: impl FnMut(&mut Link, &Scripts) -> Result<T, RedisError>) -> Result<T, StorageError> {
         let now = Instant::now();
@@ -503,9 +509,70 @@ impl Storage for RedisStorage {
         let keys = self.keys(table)?;
         let (entries, bytes): (u64, Option<i64>) =
             self.call(|con, _| redis::pipe().cmd("ZCARD").arg(&keys.idx).cmd("GET").arg(&keys.bytes).query(con))?;
-        // A negative total can only come from someone else's writes.
-        Ok(TableStat { entries, bytes: bytes.map_or(0, |b| u64::try_from(b).unwrap_or(0)) })
+        Ok(table_stat(entries, bytes))
     }
+
+    fn get_with_stat(&mut self, table: &str, key: &[u8]) -> Result<(Option<Vec<u8>>, TableStat), StorageError> {
+        check_sizes(table, key, None)?;
+        let keys = self.keys(table)?;
+        let value_key = keys.value(key);
+        // One slot (the table's hash tag), so one pipeline even in a cluster.
+        let (value, entries, bytes): (Option<Vec<u8>>, u64, Option<i64>) = self.call(|con, _| {
+            redis::pipe().cmd("GET").arg(&value_key).cmd("ZCARD").arg(&keys.idx).cmd("GET").arg(&keys.bytes).query(con)
+        })?;
+        Ok((value, table_stat(entries, bytes)))
+    }
+
+    fn apply(&mut self, changes: &[Change]) -> Result<(), StorageError> {
+        // All checked before any is sent: a refused change leaves the store
+        // as it was.
+        for change in changes {
+            check_sizes(&change.table, &change.key, change.value.as_deref())?;
+            self.keys(&change.table)?;
+        }
+        if self.options.cluster || changes.len() < 2 {
+            return changes.iter().try_for_each(|change| change.make_on(self));
+        }
+        for change in changes.iter().filter(|c| c.value.is_some()) {
+            self.register(&change.table)?;
+        }
+        let mut pipe = redis::pipe();
+        for change in changes {
+            let keys = TableKeys::new(&self.options.prefix, &change.table);
+            let script = if change.value.is_some() { &self.scripts.put } else { &self.scripts.delete };
+            let command = pipe
+                .cmd("EVALSHA")
+                .arg(script.get_hash())
+                .arg(4)
+                .arg(&keys.idx)
+                .arg(&keys.len)
+                .arg(&keys.bytes)
+                .arg(keys.value(&change.key))
+                .arg(&change.key);
+            if let Some(value) = &change.value {
+                // As `put_expiring`: 0 would mean no expiry to the script.
+                let expires_ms = change.expires_at.map_or(0, |at| at.max(1).saturating_mul(1000));
+                command.arg(value).arg(expires_ms).arg(0);
+            }
+            command.ignore();
+        }
+        self.call(|con, s| match pipe.query::<()>(con) {
+            // The server forgot the scripts (restarted, SCRIPT FLUSH): they
+            // are loaded and the batch sent again, which makes it once.
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                s.put.prepare_invoke().load(con)?;
+                s.delete.prepare_invoke().load(con)?;
+                pipe.query(con)
+            }
+            sent => sent,
+        })
+    }
+}
+
+/// A table's size from Redis's answers; a negative total can only come
+/// from someone else's writes.
+fn table_stat(entries: u64, bytes: Option<i64>) -> TableStat {
+    TableStat { entries, bytes: bytes.map_or(0, |b| u64::try_from(b).unwrap_or(0)) }
 }
 
 /// Error replies of a server that is up but cannot serve for now.

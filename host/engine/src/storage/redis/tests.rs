@@ -100,6 +100,7 @@ fn store(server: &Server) -> RedisStorage {
 fn put_get_replace_delete() {
     let server = Server::start();
     crate::storage::contract::put_get_replace_delete(&mut store(&server));
+    crate::storage::contract::batched_calls(&mut store(&server));
 }
 
 #[test]
@@ -228,6 +229,35 @@ fn a_closed_connection_is_replaced_without_a_failure() {
     }
     // Each rewrite of k2 recounted, not added: k+v, k2+w.
     assert_eq!(s.stat("t").unwrap(), TableStat { entries: 2, bytes: 5 });
+}
+
+/// A batch of changes is one pipeline of scripts: a server that forgot
+/// them (`SCRIPT FLUSH`, as after a restart with the connection kept) has
+/// them loaded again and the batch made once; so does a closed connection.
+#[test]
+fn a_batch_survives_forgotten_scripts_and_a_closed_connection() {
+    let server = Server::start();
+    let mut s = store(&server);
+    let batch = |n: u8| {
+        [
+            Change::put("t-age", &[n], b"", Some(4_000_000_000)),
+            Change::put("t", b"k", &[n; 3], Some(4_000_000_000)),
+            Change::delete("t-age", &[n - 1]),
+        ]
+    };
+    s.apply(&batch(1)).unwrap();
+    let () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut server.raw()).unwrap();
+    s.apply(&batch(2)).unwrap();
+    let killed: u64 = redis::cmd("CLIENT").arg(&["KILL", "TYPE", "normal"]).query(&mut server.raw()).unwrap();
+    assert_eq!(killed, 1);
+    s.apply(&batch(3)).unwrap();
+    assert_eq!(s.get_with_stat("t", b"k").unwrap(), (Some(vec![3; 3]), TableStat { entries: 1, bytes: 4 }));
+    assert_eq!(s.scan("t-age", None, 10).unwrap(), vec![(vec![3], Vec::new())]);
+    assert_eq!(s.stat("t-age").unwrap(), TableStat { entries: 1, bytes: 1 });
+    // Redis keeps the expiry hint of each put.
+    let ttl: i64 = redis::cmd("PTTL").arg(s.keys("t").unwrap().value(b"k")).query(&mut server.raw()).unwrap();
+    assert!(ttl > 0, "{ttl}");
+    assert!(s.retry_at.is_none());
 }
 
 #[test]
