@@ -85,6 +85,21 @@ pub struct Change<'a> {
     pub expires_at: Option<u64>,
 }
 
+impl Change<'_> {
+    /// Make this change with the one-call method it stands for.
+    ///
+    /// # Errors
+    ///
+    /// The call's.
+    pub fn make_on(&self, caps: &mut (impl Capabilities + ?Sized)) -> Result<(), StorageError> {
+        match (self.value, self.expires_at) {
+            (Some(value), Some(at)) => caps.put_expiring(self.table, self.key, value, at),
+            (Some(value), None) => caps.put(self.table, self.key, value),
+            (None, _) => caps.delete(self.table, self.key).map(drop),
+        }
+    }
+}
+
 /// Everything the core may ask of its host.
 pub trait Capabilities {
     /// Nanoseconds since the Unix epoch.

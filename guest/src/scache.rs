@@ -215,10 +215,7 @@ impl SessionCache {
 
     /// Write one of the cache's entries, stored at `stored_at`.
     fn write(&self, caps: &mut impl Capabilities, table: &str, key: &[u8], value: &[u8], stored_at: u64) -> Result<()> {
-        match self.expiry_hint(stored_at) {
-            Some(expires_at) => Ok(caps.put_expiring(table, key, value, expires_at)?),
-            None => Ok(caps.put(table, key, value)?),
-        }
+        Ok(Change { table, key, value: Some(value), expires_at: self.expiry_hint(stored_at) }.make_on(caps)?)
     }
 
     /// When an entry stored at `stored_at` is of no use to a shared store.
@@ -233,11 +230,9 @@ impl SessionCache {
         if self.shared {
             return Ok(caps.apply(changes)?);
         }
+        // Off a shared store no change carries an expiry hint: plain puts.
         for change in changes {
-            match change.value {
-                Some(value) => caps.put(change.table, change.key, value)?,
-                None => drop(caps.delete(change.table, change.key)?),
-            }
+            change.make_on(caps)?;
         }
         Ok(())
     }

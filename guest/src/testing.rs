@@ -187,11 +187,7 @@ impl Capabilities for FakeCaps {
         self.check()?;
         let calls = self.storage_calls;
         for change in changes {
-            match (change.value, change.expires_at) {
-                (Some(value), Some(at)) => self.put_expiring(change.table, change.key, value, at)?,
-                (Some(value), None) => self.put(change.table, change.key, value)?,
-                (None, _) => drop(self.delete(change.table, change.key)?),
-            }
+            change.make_on(self)?;
         }
         self.storage_calls = calls;
         Ok(())

@@ -399,14 +399,14 @@ impl RedisStorage {
         }
     }
 
-    /// `put`, `put_expiring` (an expiry in Unix seconds, 0 for none) or,
-    /// with `only_if_absent`, `put_if_absent`: one script.
+    /// `put`, `put_expiring` (with an expiry in Unix seconds) or, with
+    /// `only_if_absent`, `put_if_absent`: one script.
     fn write(
         &mut self,
         table: &str,
         key: &[u8],
         value: &[u8],
-        expires_at: u64,
+        expires_at: Option<u64>,
         only_if_absent: bool,
     ) -> Result<Option<Vec<u8>>, StorageError> {
         check_sizes(table, key, Some(value))?;
@@ -421,7 +421,7 @@ impl RedisStorage {
                 .key(&value_key)
                 .arg(key)
                 .arg(value)
-                .arg(expires_at.saturating_mul(1000))
+                .arg(expiry_ms(expires_at))
                 .arg(u8::from(only_if_absent))
                 .invoke(con)
         })
@@ -454,16 +454,15 @@ impl Storage for RedisStorage {
     }
 
     fn put(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
-        self.write(table, key, value, 0, false).map(drop)
+        self.write(table, key, value, None, false).map(drop)
     }
 
     fn put_expiring(&mut self, table: &str, key: &[u8], value: &[u8], expires_at: u64) -> Result<(), StorageError> {
-        // 0 would mean "no expiry" to the script; the epoch is long past.
-        self.write(table, key, value, expires_at.max(1), false).map(drop)
+        self.write(table, key, value, Some(expires_at), false).map(drop)
     }
 
     fn put_if_absent(&mut self, table: &str, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        self.write(table, key, value, 0, true)
+        self.write(table, key, value, None, true)
     }
 
     fn delete(&mut self, table: &str, key: &[u8]) -> Result<bool, StorageError> {
@@ -526,9 +525,10 @@ impl Storage for RedisStorage {
     fn apply(&mut self, changes: &[Change]) -> Result<(), StorageError> {
         // All checked before any is sent: a refused change leaves the store
         // as it was.
+        let mut keys = Vec::with_capacity(changes.len());
         for change in changes {
             check_sizes(&change.table, &change.key, change.value.as_deref())?;
-            self.keys(&change.table)?;
+            keys.push(self.keys(&change.table)?);
         }
         if self.options.cluster || changes.len() < 2 {
             return changes.iter().try_for_each(|change| change.make_on(self));
@@ -537,8 +537,7 @@ impl Storage for RedisStorage {
             self.register(&change.table)?;
         }
         let mut pipe = redis::pipe();
-        for change in changes {
-            let keys = TableKeys::new(&self.options.prefix, &change.table);
+        for (change, keys) in changes.iter().zip(&keys) {
             let script = if change.value.is_some() { &self.scripts.put } else { &self.scripts.delete };
             let command = pipe
                 .cmd("EVALSHA")
@@ -550,9 +549,7 @@ impl Storage for RedisStorage {
                 .arg(keys.value(&change.key))
                 .arg(&change.key);
             if let Some(value) = &change.value {
-                // As `put_expiring`: 0 would mean no expiry to the script.
-                let expires_ms = change.expires_at.map_or(0, |at| at.max(1).saturating_mul(1000));
-                command.arg(value).arg(expires_ms).arg(0);
+                command.arg(value).arg(expiry_ms(change.expires_at)).arg(0);
             }
             command.ignore();
         }
@@ -567,6 +564,12 @@ impl Storage for RedisStorage {
             sent => sent,
         })
     }
+}
+
+/// The put script's expiry argument, Unix milliseconds: 0 means none to
+/// the script, so an expiry at the epoch (long past) becomes 1 ms.
+fn expiry_ms(expires_at: Option<u64>) -> u64 {
+    expires_at.map_or(0, |at| at.max(1).saturating_mul(1000))
 }
 
 /// A table's size from Redis's answers; a negative total can only come
