@@ -12,8 +12,11 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tlskeeper::config::{CacheSettings, Settings};
@@ -52,6 +55,25 @@ impl Redis {
     fn url(&self) -> String {
         format!("redis+unix://{}", self.socket.display())
     }
+
+    /// SIGSTOP: the server hangs. Its socket stays open and the kernel
+    /// still accepts connections, but nothing answers, as with a server
+    /// stuck in a long command or swapped out.
+    fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT: the server answers again, with everything it held.
+    fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on a child we started and have not reaped.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
 }
 
 impl Drop for Redis {
@@ -63,9 +85,14 @@ impl Drop for Redis {
 
 /// `tlskeeper serve` on `name`'s socket with the Redis store.
 fn node(dir: &Path, name: &str, redis: &Redis, kek: &Path) -> Daemon {
+    node_with(dir, name, redis, kek, &[])
+}
+
+/// [`node`] with more flags (`--config FILE`, ...).
+fn node_with(dir: &Path, name: &str, redis: &Redis, kek: &Path, extra: &[&OsStr]) -> Daemon {
     let socket = dir.join(format!("{name}.sock"));
     let log = dir.join(format!("{name}.log"));
-    let flags: Vec<std::ffi::OsString> = vec![
+    let mut flags: Vec<std::ffi::OsString> = vec![
         "--no-compile-cache".into(),
         "--store".into(),
         redis.url().into(),
@@ -74,7 +101,8 @@ fn node(dir: &Path, name: &str, redis: &Redis, kek: &Path) -> Daemon {
         "--seed-file".into(),
         dir.join(format!("{name}.seed")).into(),
     ];
-    let flags: Vec<&std::ffi::OsStr> = flags.iter().map(std::ffi::OsString::as_os_str).collect();
+    flags.extend(extra.iter().map(|flag| flag.to_os_string()));
+    let flags: Vec<&OsStr> = flags.iter().map(std::ffi::OsString::as_os_str).collect();
     let mut daemon = Daemon::spawn_with(&socket, &log, &flags);
     daemon.wait_ready();
     daemon
@@ -83,7 +111,7 @@ fn node(dir: &Path, name: &str, redis: &Redis, kek: &Path) -> Daemon {
 /// A start that must fail: `tlskeeper serve --store URL --kek-file KEK`'s
 /// exit code and log.
 fn failed_start(dir: &Path, name: &str, url: &str, kek: &Path) -> (Option<i32>, String) {
-    let flags: [&std::ffi::OsStr; 5] =
+    let flags: [&OsStr; 5] =
         ["--no-compile-cache".as_ref(), "--store".as_ref(), url.as_ref(), "--kek-file".as_ref(), kek.as_ref()];
     let mut daemon = Daemon::spawn_with(&dir.join(format!("{name}.sock")), &dir.join(format!("{name}.log")), &flags);
     let status = daemon.wait_exit(Duration::from_secs(30), name);
@@ -194,7 +222,9 @@ impl Dice {
 /// Proves that three daemons on one Redis seal under one key: a ticket
 /// sealed through any opens through every other, Postfix's `tktkey` names
 /// the same key everywhere, and nodes killed with SIGKILL and started again
-/// at random adopt that key instead of minting their own.
+/// at random adopt that key instead of minting their own. Each node runs
+/// its default pool of cores, and requests go to them in turn, so a ticket
+/// sealed by one node's core opens on the other nodes' every core.
 #[test]
 fn tickets_sealed_on_any_node_open_on_every_other_through_sigkills() {
     let dir = tempfile::tempdir().unwrap();
@@ -203,6 +233,9 @@ fn tickets_sealed_on_any_node_open_on_every_other_through_sigkills() {
     new_kek(&kek);
     let names = ["a", "b", "c"];
     let mut nodes: Vec<Daemon> = names.iter().map(|n| node(dir.path(), n, &redis, &kek)).collect();
+    for node in &nodes {
+        assert!(node.log().contains(" with 4 cores"), "{}", node.log());
+    }
     let mut key = postfix_key_name(&nodes[0]);
     let mut keys = 1;
     let mut dice = Dice(17);
@@ -444,12 +477,114 @@ fn rss_kib(pid: libc::pid_t) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// Store an `smtpd` session under `id`; true if the node said OK.
+fn update(client: &mut tlskeeper_protocol::client::Client, id: &str) -> bool {
+    let request = Request::Update { cache_type: "smtpd".into(), cache_id: id.into(), session: b"s".to_vec().into() };
+    matches!(client.request(&request).unwrap(), Reply::Update { status: Status::Ok })
+}
+
+/// Look up the `smtpd` session `id`; true if found, false for a miss or
+/// a failure.
+fn lookup(client: &mut tlskeeper_protocol::client::Client, id: &str) -> bool {
+    let request = Request::Lookup { cache_type: "smtpd".into(), cache_id: id.into() };
+    match client.request(&request).unwrap() {
+        Reply::Lookup { status: Status::Ok, .. } => true,
+        Reply::Lookup { status: Status::Err | Status::Fail, .. } => false,
+        other => panic!("lookup: {other:?}"),
+    }
+}
+
+/// What `f` returned, and how long it took.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let started = Instant::now();
+    (f(), started.elapsed())
+}
+
 /// What the load saw in one phase: replies, the slowest, and what they were.
 #[derive(Default, Debug)]
 struct Phase {
     replies: u64,
     slowest: Duration,
     ok: u64,
+}
+
+// The phases of a load across an outage. A change (a kill, a start, a
+// signal) takes a moment while requests keep coming, so the rounds during
+// one count in a phase of their own rather than as served during the outage
+// or failed before it.
+const UP: u8 = 0;
+const LEAVING: u8 = 1;
+const OUT: u8 = 2;
+const RETURNING: u8 = 3;
+const BACK: u8 = 4;
+const DONE: u8 = 5;
+
+/// One client's requests to a node, round after round (an update of a new
+/// session, a lookup of `before-0`), each timed and counted in the phase it
+/// ran in, until [`Load::finish`]. A round that meets a phase change counts
+/// in neither phase: requests answered before a kill can fail, and ones
+/// answered after a start can succeed, within the same round.
+struct Load {
+    phase: Arc<AtomicU8>,
+    seen: Arc<Mutex<[Phase; 5]>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Load {
+    /// Start the load on `socket`, in phase [`UP`].
+    fn start(socket: &Path) -> Load {
+        let (phase, seen): (Arc<AtomicU8>, Arc<Mutex<[Phase; 5]>>) = Default::default();
+        let (phase_here, seen_here) = (Arc::clone(&phase), Arc::clone(&seen));
+        let socket = socket.to_owned();
+        let thread = std::thread::spawn(move || {
+            let mut client = tlskeeper_protocol::client::Client::connect(&socket).unwrap();
+            let mut n = 0u64;
+            loop {
+                let p = phase.load(Ordering::SeqCst);
+                if p == DONE {
+                    return;
+                }
+                n += 1;
+                let answers =
+                    [timed(|| update(&mut client, &format!("load-{n}"))), timed(|| lookup(&mut client, "before-0"))];
+                if phase.load(Ordering::SeqCst) != p {
+                    continue; // it met a change: it belongs to neither side
+                }
+                let mut seen = seen.lock().unwrap();
+                let phase = &mut seen[usize::from(p)];
+                for (ok, took) in answers {
+                    phase.replies += 1;
+                    phase.slowest = phase.slowest.max(took);
+                    phase.ok += u64::from(ok);
+                }
+            }
+        });
+        Load { phase: phase_here, seen: seen_here, thread }
+    }
+
+    /// Run `change` as phase `during`, then go on in phase `after`.
+    fn across<T>(&self, during: u8, after: u8, change: impl FnOnce() -> T) -> T {
+        self.phase.store(during, Ordering::SeqCst);
+        let changed = change();
+        self.phase.store(after, Ordering::SeqCst);
+        changed
+    }
+
+    /// Wait (up to 10 s) until a request of phase `phase` has succeeded.
+    fn wait_served(&self, phase: u8) {
+        let started = Instant::now();
+        while self.seen.lock().unwrap()[usize::from(phase)].ok == 0 {
+            assert!(started.elapsed() < Duration::from_secs(10), "no request served in phase {phase}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stop the load; what each phase saw.
+    fn finish(self) -> [Phase; 5] {
+        self.phase.store(DONE, Ordering::SeqCst);
+        self.thread.join().unwrap();
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
 }
 
 /// Proves what a Redis outage does to a node under load: every request is
@@ -461,9 +596,6 @@ struct Phase {
 /// adopting those keys.
 #[test]
 fn a_redis_outage_costs_quick_answers_and_ends_by_itself() {
-    use std::sync::atomic::{AtomicU8, Ordering};
-    use std::sync::{Arc, Mutex};
-
     let dir = tempfile::tempdir().unwrap();
     let mut redis = Some(Redis::start(dir.path()));
     let kek = dir.path().join("kek");
@@ -471,87 +603,27 @@ fn a_redis_outage_costs_quick_answers_and_ends_by_itself() {
     let mut a = node(dir.path(), "a", redis.as_ref().unwrap(), &kek);
     let ticket = seal_on(&a, b"sealed before the outage");
     let socket = a.socket.clone();
-    let update = |client: &mut tlskeeper_protocol::client::Client, id: &str| {
-        let request =
-            Request::Update { cache_type: "smtpd".into(), cache_id: id.into(), session: b"s".to_vec().into() };
-        matches!(client.request(&request).unwrap(), Reply::Update { status: Status::Ok })
-    };
-    let lookup = |client: &mut tlskeeper_protocol::client::Client, id: &str| {
-        let request = Request::Lookup { cache_type: "smtpd".into(), cache_id: id.into() };
-        match client.request(&request).unwrap() {
-            Reply::Lookup { status: Status::Ok, .. } => true,
-            Reply::Lookup { status: Status::Err | Status::Fail, .. } => false,
-            other => panic!("lookup: {other:?}"),
-        }
-    };
     let mut client = tlskeeper_protocol::client::Client::connect(&socket).unwrap();
     for i in 0..20 {
         assert!(update(&mut client, &format!("before-{i}")));
     }
 
-    // What the load is in. A kill or a start takes a moment while requests
-    // keep coming, so the rounds during one count in a phase of their own
-    // rather than as served during the outage or failed before it.
-    const UP: u8 = 0;
-    const STOPPING: u8 = 1;
-    const DOWN: u8 = 2;
-    const STARTING: u8 = 3;
-    const BACK: u8 = 4;
-    const DONE: u8 = 5;
-    let phase = Arc::new(AtomicU8::new(UP));
-    let seen: Arc<Mutex<[Phase; 5]>> = Arc::default();
-    let load = {
-        let (phase, seen, socket) = (Arc::clone(&phase), Arc::clone(&seen), socket.clone());
-        std::thread::spawn(move || {
-            let mut client = tlskeeper_protocol::client::Client::connect(&socket).unwrap();
-            let mut n = 0u64;
-            loop {
-                let p = phase.load(Ordering::SeqCst);
-                if p == DONE {
-                    return;
-                }
-                n += 1;
-                let started = Instant::now();
-                let ok = [update(&mut client, &format!("load-{n}")), lookup(&mut client, "before-0")];
-                let took = started.elapsed() / 2;
-                if phase.load(Ordering::SeqCst) != p {
-                    continue; // it met a kill or a start: it belongs to neither side
-                }
-                let mut seen = seen.lock().unwrap();
-                let phase = &mut seen[usize::from(p)];
-                phase.replies += 2;
-                phase.slowest = phase.slowest.max(took);
-                phase.ok += ok.iter().filter(|&&ok| ok).count() as u64;
-            }
-        })
-    };
+    let load = Load::start(&socket);
     std::thread::sleep(Duration::from_millis(500));
-
-    phase.store(STOPPING, Ordering::SeqCst);
-    drop(redis.take()); // killed by PID
-    phase.store(DOWN, Ordering::SeqCst);
+    load.across(LEAVING, OUT, || drop(redis.take())); // killed by PID
     std::thread::sleep(Duration::from_millis(500));
     let rss_early = rss_kib(a.pid());
     std::thread::sleep(Duration::from_secs(3));
     let rss_late = rss_kib(a.pid());
-
-    phase.store(STARTING, Ordering::SeqCst);
-    let redis = Redis::start(dir.path()); // the same socket, empty
-    phase.store(BACK, Ordering::SeqCst);
-    let back = Instant::now();
-    while seen.lock().unwrap()[usize::from(BACK)].ok == 0 {
-        assert!(back.elapsed() < Duration::from_secs(10), "no request served after Redis came back");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let redis = load.across(RETURNING, BACK, || Redis::start(dir.path())); // the same socket, empty
+    load.wait_served(BACK);
     std::thread::sleep(Duration::from_millis(500));
-    phase.store(DONE, Ordering::SeqCst);
-    load.join().unwrap();
+    let seen = load.finish();
 
-    let seen = seen.lock().unwrap();
-    println!("outage: {:?}; memory {rss_early} KiB -> {rss_late} KiB", *seen);
+    println!("outage: {seen:?}; memory {rss_early} KiB -> {rss_late} KiB");
     let before = &seen[usize::from(UP)];
     assert!(before.replies > 0 && before.ok == before.replies, "before: {before:?}");
-    let outage = &seen[usize::from(DOWN)];
+    let outage = &seen[usize::from(OUT)];
     assert!(outage.replies > 20, "only {} answers during the outage", outage.replies);
     assert_eq!(outage.ok, 0, "served during the outage");
     // 200 ms is the timeout; the rest is slack for a loaded machine.
@@ -577,5 +649,88 @@ fn a_redis_outage_costs_quick_answers_and_ends_by_itself() {
     let log = a.log();
     assert!(!log.contains("panicked"), "{log}");
     assert_eq!(log.matches("cannot be reached").count(), 1, "{log}");
+    assert_eq!(log.matches("answers again").count(), 1, "{log}");
+}
+
+/// Proves what a hung Redis (SIGSTOP: connections stay open, nothing
+/// answers) does to a node under load, with `store_timeout_ms = 200`: every
+/// request is answered (FAIL or a miss), none waiting much past the
+/// timeout, and some waiting it out; the node's memory stays flat and
+/// nothing panics; the hang is logged once each way; and once Redis runs
+/// again (SIGCONT, with everything it held) the same process serves in
+/// full within seconds (each core's backoff): the sessions stored before
+/// the hang are found, new ones are stored, tickets open.
+#[test]
+fn a_hung_redis_costs_bounded_answers_and_ends_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(dir.path());
+    let kek = dir.path().join("kek");
+    new_kek(&kek);
+    let config = dir.path().join("tlskeeper.toml");
+    std::fs::write(&config, "store_timeout_ms = 200\n").unwrap();
+    let mut a = node_with(dir.path(), "a", &redis, &kek, &[OsStr::new("--config"), config.as_os_str()]);
+    let ticket = seal_on(&a, b"sealed before the hang");
+    let socket = a.socket.clone();
+    let mut client = tlskeeper_protocol::client::Client::connect(&socket).unwrap();
+    for i in 0..20 {
+        assert!(update(&mut client, &format!("before-{i}")));
+    }
+
+    let load = Load::start(&socket);
+    std::thread::sleep(Duration::from_millis(500));
+    load.across(LEAVING, OUT, || redis.pause());
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_early = rss_kib(a.pid());
+    std::thread::sleep(Duration::from_secs(3));
+    let rss_late = rss_kib(a.pid());
+    load.across(RETURNING, BACK, || redis.resume());
+    let resumed = Instant::now();
+    load.wait_served(BACK);
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = load.finish();
+
+    println!("hang: {seen:?}; memory {rss_early} KiB -> {rss_late} KiB");
+    let before = &seen[usize::from(UP)];
+    assert!(before.replies > 0 && before.ok == before.replies, "before: {before:?}");
+    let hung = &seen[usize::from(OUT)];
+    assert!(hung.replies > 20, "only {} answers during the hang", hung.replies);
+    assert_eq!(hung.ok, 0, "served during the hang");
+    // A request that meets the hang waits out the 200 ms timeout; the rest
+    // of the bound is slack for a loaded machine.
+    assert!(hung.slowest >= Duration::from_millis(150), "no request waited for the hung server: {hung:?}");
+    assert!(hung.slowest < Duration::from_secs(2), "a request took {:?} during the hang", hung.slowest);
+    assert!(rss_late < rss_early + 16 * 1024, "memory grew from {rss_early} to {rss_late} KiB during the hang");
+
+    // The same process serves in full, nothing lost. Each core that met
+    // the hang fails at once until its backoff (1 s) ends; its next call
+    // finds the server answering. Requests go to the cores in turn, so a
+    // round of lookups finds every session only once all cores are back.
+    assert!(a.child().try_wait().unwrap().is_none(), "the node exited");
+    let back = &seen[usize::from(BACK)];
+    assert!(back.ok > 0, "back: {back:?}");
+    let mut client = tlskeeper_protocol::client::Client::connect(&socket).unwrap();
+    let found_before = |client: &mut tlskeeper_protocol::client::Client| {
+        (0..20).filter(|i| lookup(client, &format!("before-{i}"))).count()
+    };
+    loop {
+        let found = found_before(&mut client);
+        if found == 20 {
+            break;
+        }
+        assert!(resumed.elapsed() < Duration::from_secs(5), "{found} of 20 sessions found, 5 s after the hang");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("full service {:?} after the hang", resumed.elapsed());
+    assert_eq!(found_before(&mut client), 20, "full service, and then a failure");
+    for i in 0..8 {
+        let id = format!("after-{i}");
+        assert!(update(&mut client, &id) && lookup(&mut client, &id), "{id}");
+    }
+    assert_eq!(open_on(&a, &ticket).as_deref(), Some(&b"sealed before the hang"[..]), "a known key stopped opening");
+
+    a.sigterm();
+    let log = a.log();
+    assert!(!log.contains("panicked"), "{log}");
+    assert_eq!(log.matches("cannot be reached (no answer within 200 ms)").count(), 1, "{log}");
     assert_eq!(log.matches("answers again").count(), 1, "{log}");
 }

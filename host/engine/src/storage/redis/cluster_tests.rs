@@ -102,7 +102,7 @@ impl Drop for Cluster {
     }
 }
 
-fn wait_for(mut ready: impl FnMut() -> bool, what: &str) {
+pub(super) fn wait_for(mut ready: impl FnMut() -> bool, what: &str) {
     let started = Instant::now();
     while !ready() {
         assert!(started.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
@@ -112,7 +112,7 @@ fn wait_for(mut ready: impl FnMut() -> bool, what: &str) {
 
 /// `n` loopback ports free now, each with its cluster bus port (+10000)
 /// free too: asked of the kernel, below 55536 so that the bus port exists.
-fn free_ports(n: usize) -> Vec<u16> {
+pub(super) fn free_ports(n: usize) -> Vec<u16> {
     let mut ports = Vec::new();
     while ports.len() < n {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();

@@ -7,7 +7,10 @@
 //! or a cluster client seeded with one or more nodes of a cluster (the
 //! nodes' `redis://` or `rediss://` URLs, comma-separated, with
 //! [`RedisOptions::cluster`]). A [`Link`] is what either opens; the backend
-//! sends its commands and scripts through it without knowing which.
+//! sends its commands and scripts through it without knowing which. When a
+//! call fails, [`explain`] says what to fix where the client's own words
+//! do not: a certificate that does not verify, TLS on one side only, a
+//! server that does not answer in time.
 //!
 //! In a cluster the client learns which node holds which hash slot, and
 //! follows a `MOVED` or `ASK` redirection once per call. Every table's keys
@@ -239,6 +242,58 @@ fn read_password(path: &Path) -> Result<Zeroizing<String>, RedisSetupError> {
         return Err(failed("it is empty; write the password on its first line".into()));
     }
     Ok(Zeroizing::new(line.to_owned()))
+}
+
+/// `e`, met on the server `options` name, in words that say what to do
+/// where the client's alone would not: a certificate that does not verify
+/// (which CA, which name, which dates), a client without TLS at a TLS port
+/// (closed at once), a TLS client at a port without it, or a server that
+/// does not answer in time (which the client calls "Resource temporarily
+/// unavailable").
+pub fn explain(options: &RedisOptions, e: &RedisError) -> String {
+    use rustls::CertificateError as Cert;
+    let scheme = options.url.trim_start().split_once("://").map_or("", |(scheme, _)| scheme);
+    let tls = scheme == "rediss";
+    if let Some(rustls::Error::InvalidCertificate(why)) = tls_error(e) {
+        let fix = match (why, &options.ca_file) {
+            (Cert::UnknownIssuer | Cert::BadSignature, None) => {
+                "no CA this system trusts signed the server's certificate: set store_ca_file to the PEM file of the CA that did".into()
+            }
+            (Cert::UnknownIssuer | Cert::BadSignature, Some(file)) => format!(
+                "the CA in store_ca_file {} did not sign the server's certificate: set store_ca_file to the PEM file of the CA that did",
+                file.display()
+            ),
+            (Cert::NotValidForName | Cert::NotValidForNameContext { .. }, _) => {
+                "the server's certificate does not name the host in the store URL: use a name or address it names, or give the server a certificate that names this one (subjectAltName)".into()
+            }
+            (Cert::Expired | Cert::ExpiredContext { .. } | Cert::NotValidYet | Cert::NotValidYetContext { .. }, _) => {
+                "check the dates of the server's certificate, and this host's clock".into()
+            }
+            _ => return e.to_string(),
+        };
+        return format!("{e}; {fix}");
+    }
+    if e.is_timeout() {
+        let waited = format!("no answer within {} ms", options.timeout.as_millis());
+        return if tls { format!("{waited}; if that port does not use TLS, use redis://") } else { waited };
+    }
+    if scheme == "redis" && e.is_connection_dropped() && !e.is_connection_refusal() {
+        return format!(
+            "{e}; the server closed the connection, as a TLS port does to a client without TLS: if it is one, use rediss:// (and store_ca_file for a private CA)"
+        );
+    }
+    e.to_string()
+}
+
+/// The TLS error behind `e`, if it is one: an I/O error around a rustls
+/// error, which the client keeps behind an `Arc`.
+fn tls_error(e: &RedisError) -> Option<&rustls::Error> {
+    let inner = std::error::Error::source(e)?;
+    let io = match inner.downcast_ref::<std::sync::Arc<dyn std::error::Error + Send + Sync>>() {
+        Some(shared) => (**shared).downcast_ref::<std::io::Error>()?,
+        None => inner.downcast_ref::<std::io::Error>()?,
+    };
+    io.get_ref()?.downcast_ref::<rustls::Error>()
 }
 
 /// The redis client builds its TLS configuration from rustls's process-wide

@@ -64,6 +64,8 @@ pub mod layout;
 pub mod link;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -271,7 +273,10 @@ impl RedisStorage {
                 storage.connection = Some(con);
                 Ok(storage)
             }
-            Err(e) => Err(RedisSetupError::Unreachable { location: storage.location.clone(), reason: e.to_string() }),
+            Err(e) => Err(RedisSetupError::Unreachable {
+                location: storage.location.clone(),
+                reason: link::explain(&storage.options, &e),
+            }),
         }
     }
 
@@ -344,8 +349,9 @@ impl RedisStorage {
                     self.log_once(true,
                         "tlskeeper redis down",
                         format_args!(
-                            "{} cannot be reached ({e}); requests that need it fail until it answers, tried again every {} ms",
+                            "{} cannot be reached ({}); requests that need it fail until it answers, tried again every {} ms",
                             self.describe(),
+                            link::explain(&self.options, &e),
                             self.options.retry_after.as_millis()
                         ),
                     );

@@ -11,8 +11,9 @@ use super::*;
 use redis::{Client, Connection, ConnectionAddr};
 
 /// One `redis-server` on a UNIX socket in a temporary directory, with no
-/// persistence, killed by PID when dropped.
-struct Server {
+/// persistence, killed by PID when dropped. `tls_tests.rs` gives it a TLS
+/// port too, through [`Server::start_with`].
+pub(super) struct Server {
     child: Option<Child>,
     dir: tempfile::TempDir,
     extra: Vec<String>,
@@ -24,7 +25,7 @@ impl Server {
     }
 
     /// With extra `redis-server` arguments (`--requirepass x`, ...).
-    fn start_with(extra: &[&str]) -> Server {
+    pub(super) fn start_with(extra: &[&str]) -> Server {
         let mut server = Server {
             child: None,
             dir: tempfile::tempdir().unwrap(),
@@ -81,7 +82,7 @@ impl Server {
     }
 
     /// A raw client, for looking behind the backend's back.
-    fn raw(&self) -> Connection {
+    pub(super) fn raw(&self) -> Connection {
         Client::open(self.url()).unwrap().get_connection().unwrap()
     }
 }
