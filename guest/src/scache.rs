@@ -31,6 +31,16 @@
 //! and then the oldest live ones: "evict expired first, then oldest" is one
 //! scan.
 //!
+//! On a store shared by a fleet, where every call is a round trip, an
+//! update reads the entry it replaces and the tables' sizes only when the
+//! sizes it last read are more than [`HEADROOM_SECS`] old, or when they and
+//! the updates since could reach half of a bound; otherwise it writes the
+//! new entry without reading, in one call, and leaves the replaced entry's
+//! index entry dangling. A fleet's caches therefore stay within their
+//! bounds as long as its other nodes add less than half of a bound within
+//! that second; the age index, dangling entries included, under one and a
+//! half times `max_entries` plus that much.
+//!
 //! Write order keeps one invariant through a crash at any point: *every
 //! primary entry has an age-index entry*. Updates write the new index entry
 //! before the primary and remove the old index entry after it; deletions
@@ -48,8 +58,10 @@
 //!
 //! # Limitations
 //!
-//! The age index costs 40 bytes of key per entry. Counters (hits, misses...)
-//! live in memory and restart from zero with the instance.
+//! The age index costs 40 bytes of key per entry; on a shared store, entries
+//! replaced without a read leave theirs until they expire, up to half of
+//! `max_entries` more. Counters (hits, misses...) live in memory and
+//! restart from zero with the instance.
 
 use alloc::format;
 use alloc::string::String;
@@ -77,6 +89,9 @@ const EVICT_PAGE: u32 = 16;
 /// entry unless the index holds only dangling entries, so this bounds the
 /// work of a single update without giving up early in practice.
 const EVICT_ROUNDS: usize = 64;
+/// Seconds a [`Headroom`] read by one update on a shared store vouches for
+/// the updates after it.
+const HEADROOM_SECS: u64 = 1;
 
 /// Counters of one cache since the instance started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -106,6 +121,40 @@ pub struct Sweep {
     pub next_expiry_secs: Option<u64>,
 }
 
+/// What an update on a shared store knows of the cache's size without
+/// asking the store: the sizes it read at `read_at`, plus every update this
+/// core has made since, each counted as a new entry. Young and under half
+/// of every bound, it lets an update write without reading first.
+#[derive(Debug, Clone, Copy)]
+struct Headroom {
+    /// When the sizes were read (seconds since the epoch).
+    read_at: u64,
+    /// Entries of the primary table, at most.
+    entries: u64,
+    /// Bytes of the primary table, at most.
+    bytes: u64,
+    /// Entries of the age index, dangling ones included, at most.
+    index_entries: u64,
+}
+
+impl Headroom {
+    /// These sizes after one more update of `entry_bytes`, if they are
+    /// still young at `now_secs` and under half of every bound then.
+    fn after(self, settings: &CacheSettings, now_secs: u64, entry_bytes: u64) -> Option<Headroom> {
+        let young = now_secs.checked_sub(self.read_at).is_some_and(|age| age <= HEADROOM_SECS);
+        let next = Headroom {
+            entries: self.entries + 1,
+            bytes: self.bytes + entry_bytes,
+            index_entries: self.index_entries + 1,
+            ..self
+        };
+        let far = next.entries <= settings.max_entries / 2
+            && next.bytes <= settings.max_bytes / 2
+            && next.index_entries <= settings.max_entries / 2;
+        (young && far).then_some(next)
+    }
+}
+
 /// One named session cache over the storage capability.
 pub struct SessionCache {
     settings: CacheSettings,
@@ -114,9 +163,12 @@ pub struct SessionCache {
     counters: Counters,
     /// On a store shared by a fleet: entries are written with an expiry
     /// hint, so that the store drops what no core deletes, and an update
-    /// reads and writes in one call each ([`Capabilities::get_with_stat`],
-    /// [`Capabilities::apply`]), since each call is a round trip to it.
+    /// makes its writes in one call ([`Capabilities::apply`]), after one
+    /// read ([`Capabilities::get_with_stat`]) unless [`Headroom`] spares
+    /// it, since each call is a round trip to it.
     shared: bool,
+    /// On a shared store, the sizes the last update that read them saw.
+    headroom: Option<Headroom>,
     /// How ids become keys; `None` keys with plain SHA-256.
     id_key: Option<IdKey>,
 }
@@ -155,7 +207,15 @@ impl SessionCache {
     pub fn new(settings: CacheSettings) -> Self {
         let table = format!("scache/{}", settings.name);
         let index = format!("scache-age/{}", settings.name);
-        SessionCache { settings, table, index, counters: Counters::default(), shared: false, id_key: None }
+        SessionCache {
+            settings,
+            table,
+            index,
+            counters: Counters::default(),
+            shared: false,
+            headroom: None,
+            id_key: None,
+        }
     }
 
     /// The cache's settings.
@@ -176,6 +236,7 @@ impl SessionCache {
     /// a time, as recorded traces expect.
     pub fn set_shared(&mut self, on: bool) {
         self.shared = on;
+        self.headroom = None;
     }
 
     /// Key ids with `id_key` from now on.
@@ -289,22 +350,48 @@ impl SessionCache {
         }
         let key = self.migrate(caps, now_secs, id)?;
         let value = encode_entry(now_secs, session);
-        let (old, stat) = if self.shared {
-            caps.get_with_stat(&self.table, &key)?
+        let expires_at = self.expiry_hint(now_secs);
+        let index_entry = index_key(now_secs, &key);
+        let entry_bytes = (KEY_LEN + value.len()) as u64;
+        let blind = self.headroom.and_then(|h| h.after(&self.settings, now_secs, entry_bytes));
+        if let Some(headroom) = blind {
+            // Far from the bounds on a shared store: write without reading
+            // the entry this replaces, one round trip instead of two. Its
+            // index entry, if any, is left dangling, for the sweep or the
+            // store's expiry to drop when it expires (the sweep and
+            // eviction tell a dangling entry by its timestamp); the index
+            // grows by one for each, which `headroom` counts. Rejected:
+            // reading first always, which made updates the slowest request
+            // of a node on Redis (two round trips against a lookup's one).
+            self.headroom = None; // until the write is known made
+            self.apply(
+                caps,
+                &[
+                    Change { table: &self.index, key: &index_entry, value: Some(&[][..]), expires_at },
+                    Change { table: &self.table, key: &key, value: Some(&value), expires_at },
+                ],
+            )?;
+            self.headroom = Some(headroom);
+            self.counters.updates += 1;
+            return Ok(());
+        }
+        let (old, stat, index_stat) = if self.shared {
+            let (old, stat) = caps.get_with_stat(&self.table, &key)?;
+            // The index's size too, dangling entries included: writes
+            // without a read add to it, and must stop before it is large.
+            (old, stat, Some(caps.stat(&self.index)?))
         } else {
             let old = caps.get(&self.table, &key)?;
-            (old, caps.stat(&self.table)?)
+            (old, caps.stat(&self.table)?, None)
         };
         let old_len = old.as_ref().map_or(0, |v| (KEY_LEN + v.len()) as u64);
         let old_stored_at = old.as_deref().and_then(entry_stored_at);
 
         let entries = stat.entries + u64::from(old.is_none());
-        let bytes = (stat.bytes - old_len.min(stat.bytes)) + (KEY_LEN + value.len()) as u64;
+        let bytes = (stat.bytes - old_len.min(stat.bytes)) + entry_bytes;
         self.make_room(caps, now_secs, &key, entries, bytes)?;
 
         // Index first, so the primary entry is never without one.
-        let expires_at = self.expiry_hint(now_secs);
-        let index_entry = index_key(now_secs, &key);
         let stale_index = old_stored_at.filter(|&ts| ts != now_secs).map(|ts| index_key(ts, &key));
         let mut changes = Vec::with_capacity(3);
         changes.push(Change { table: &self.index, key: &index_entry, value: Some(&[][..]), expires_at });
@@ -313,6 +400,10 @@ impl SessionCache {
             changes.push(Change { table: &self.index, key: stale, value: None, expires_at: None });
         }
         self.apply(caps, &changes)?;
+        // Sizes before any eviction and with the new index entry counted:
+        // at least what the store holds now, as the headroom must be.
+        self.headroom =
+            index_stat.map(|index| Headroom { read_at: now_secs, entries, bytes, index_entries: index.entries + 1 });
         self.counters.updates += 1;
         Ok(())
     }
@@ -536,9 +627,10 @@ mod tests {
         assert_eq!(index, vec![(ikey, Vec::new())]);
     }
 
-    /// On a shared store an update costs two calls, a read and a write,
-    /// however many entries it touches, and leaves the tables as the
-    /// one-call-at-a-time path does, with expiry hints.
+    /// On a shared store an update whose sizes are old costs three calls,
+    /// a read, the index's size and a write, however many entries it
+    /// touches, and leaves the tables as the one-call-at-a-time path does,
+    /// with expiry hints.
     #[test]
     fn a_shared_update_reads_once_and_writes_once() {
         let run = |shared: bool| {
@@ -547,12 +639,12 @@ mod tests {
             c.set_shared(shared);
             c.update(&mut caps, T0, "id", b"first").unwrap();
             let before = caps.storage_calls;
-            // A later second: the old index entry goes too.
+            // A later second, past the headroom: the old index entry goes.
             c.update(&mut caps, T0 + 5, "id", b"second").unwrap();
             (caps.storage_calls - before, caps.tables.clone(), caps.expiries.clone())
         };
         let (calls, tables, hints) = run(true);
-        assert_eq!(calls, 2);
+        assert_eq!(calls, 3);
         let (one_by_one, same_tables, no_hints) = run(false);
         assert_eq!(one_by_one, 5); // get, stat, put, put, delete
         assert_eq!(tables, same_tables);
@@ -567,6 +659,65 @@ mod tests {
         c.set_shared(true);
         caps.storage_fault = Some(StorageError::Unavailable("down".into()));
         assert!(matches!(c.update(&mut caps, T0, "id", b"s"), Err(Error::Storage(_))));
+    }
+
+    /// On a shared store, within a second of a read and far from the
+    /// bounds, an update is one call: the entry it replaces leaves a
+    /// dangling index entry, which never serves the old session and which
+    /// the sweep drops once expired. The writes without a read stop at half
+    /// of a bound, counting the index's dangling entries, and a second
+    /// after the read; a failed write ends them too.
+    #[test]
+    fn a_shared_update_far_from_its_bounds_writes_without_reading() {
+        let mut caps = FakeCaps::new(T0, 1);
+        let mut c = SessionCache::new(settings(60, 20, 1 << 20));
+        c.set_shared(true);
+        let calls = |caps: &mut FakeCaps, c: &mut SessionCache, now: u64, id: &str, session: &[u8]| {
+            let before = caps.storage_calls;
+            c.update(caps, now, id, session).unwrap();
+            caps.storage_calls - before
+        };
+        assert_eq!(calls(&mut caps, &mut c, T0, "id", b"v0"), 3, "no sizes yet: read");
+        // Index: 1 after the read; 9 more writes reach half of 20.
+        for i in 1..10 {
+            let session = format!("v{i}");
+            assert_eq!(calls(&mut caps, &mut c, T0 + i % 2, "id", session.as_bytes()), 1, "write {i}");
+        }
+        assert_eq!(caps.len(TABLE), 1);
+        assert_eq!(caps.len(INDEX), 2, "one dangling entry for each second");
+        assert_eq!(c.lookup(&mut caps, T0 + 1, "id").unwrap().as_deref(), Some(&b"v9"[..]));
+        assert_eq!(calls(&mut caps, &mut c, T0 + 1, "id", b"v10"), 3, "half of max_entries: read");
+        assert_eq!(calls(&mut caps, &mut c, T0 + 1, "id", b"v11"), 1);
+        assert_eq!(calls(&mut caps, &mut c, T0 + 3, "id", b"v12"), 3, "two seconds old: read");
+        // The read replaced its entry and dropped that one's index entry;
+        // the one from T0 dangles until it expires, then the sweep takes it
+        // and leaves the session.
+        assert_eq!((caps.len(TABLE), caps.len(INDEX)), (1, 2));
+        let sweep = c.sweep(&mut caps, T0 + 61, 16).unwrap();
+        assert_eq!(sweep.removed, 1);
+        assert_eq!((caps.len(TABLE), caps.len(INDEX)), (1, 1));
+        assert_eq!(c.lookup(&mut caps, T0 + 61, "id").unwrap().as_deref(), Some(&b"v12"[..]));
+        assert_eq!(c.counters().expired, 0);
+
+        // Bytes count as entries do: two sessions of 100 bytes (141 with
+        // key and header) pass half of 500.
+        let mut c = SessionCache::new(settings(60, 1000, 500));
+        c.set_shared(true);
+        let mut caps = FakeCaps::new(T0, 1);
+        let big = [7u8; 100];
+        assert_eq!(calls(&mut caps, &mut c, T0, "a", &big), 3);
+        assert_eq!(calls(&mut caps, &mut c, T0, "b", &big), 3, "2 x 141 bytes is more than 250");
+
+        // A failed write without a read: the next update reads.
+        let mut c = cache(60);
+        c.set_shared(true);
+        let mut caps = FakeCaps::new(T0, 1);
+        assert_eq!(calls(&mut caps, &mut c, T0, "a", b"s"), 3);
+        caps.storage_fault = Some(StorageError::Unavailable("down".into()));
+        assert!(c.update(&mut caps, T0, "b", b"s").is_err());
+        caps.storage_fault = None;
+        assert_eq!(calls(&mut caps, &mut c, T0, "c", b"s"), 3);
+        assert_eq!(calls(&mut caps, &mut c, T0, "d", b"s"), 1);
     }
 
     #[test]

@@ -38,7 +38,7 @@
 //! One table lives in one cluster slot, so on one master: a cluster
 //! spreads the tables, not the entries of one cache.
 
-use redis::Script;
+use redis::{FromRedisValue, Pipeline, RedisResult, Script};
 
 /// Table names are spliced into key names inside a hash tag: refuse the
 /// characters that would end the tag early.
@@ -82,6 +82,76 @@ impl TableKeys {
 /// The set of table names under `prefix`.
 pub fn registry(prefix: &str) -> String {
     format!("{prefix}:tables")
+}
+
+/// One call of the [`put`] or [`delete`] script: its KEYS and ARGV, in the
+/// order the script reads them, made here once for both ways the backend
+/// sends it: on its own through the client's script invocation (which
+/// loads the script when the server does not know it), or as one EVALSHA
+/// among others in a pipeline, which that invocation cannot join.
+pub struct ScriptCall<'a> {
+    script: &'a Script,
+    table: &'a TableKeys,
+    value_key: Vec<u8>,
+    args: Vec<Vec<u8>>,
+}
+
+impl<'a> ScriptCall<'a> {
+    /// [`put`] of `value` under `key`, expiring at `expires_at` (Unix
+    /// seconds) if given; with `only_if_absent`, only where no live value is.
+    pub fn put(
+        script: &'a Script,
+        table: &'a TableKeys,
+        key: &[u8],
+        value: &[u8],
+        expires_at: Option<u64>,
+        only_if_absent: bool,
+    ) -> ScriptCall<'a> {
+        // The script reads 0 as no expiry, so one at the epoch (long past)
+        // becomes 1 ms.
+        let expiry_ms = expires_at.map_or(0, |at| at.max(1).saturating_mul(1000));
+        let args = vec![
+            key.to_vec(),
+            value.to_vec(),
+            expiry_ms.to_string().into_bytes(),
+            vec![b'0' + u8::from(only_if_absent)],
+        ];
+        ScriptCall { script, table, value_key: table.value(key), args }
+    }
+
+    /// [`delete`] of `key`.
+    pub fn delete(script: &'a Script, table: &'a TableKeys, key: &[u8]) -> ScriptCall<'a> {
+        ScriptCall { script, table, value_key: table.value(key), args: vec![key.to_vec()] }
+    }
+
+    fn keys(&self) -> [&[u8]; 4] {
+        [&self.table.idx, &self.table.len, &self.table.bytes, &self.value_key]
+    }
+
+    /// Run it on its own.
+    pub fn invoke<T: FromRedisValue>(&self, con: &mut dyn redis::ConnectionLike) -> RedisResult<T> {
+        let mut invocation = self.script.prepare_invoke();
+        for key in self.keys() {
+            invocation.key(key);
+        }
+        for arg in &self.args {
+            invocation.arg(arg.as_slice());
+        }
+        invocation.invoke(con)
+    }
+
+    /// Add it to `pipe` as an EVALSHA whose answer is ignored; the caller
+    /// loads the script and sends the pipeline again on NOSCRIPT.
+    pub fn add_to(&self, pipe: &mut Pipeline) {
+        let command = pipe.cmd("EVALSHA").arg(self.script.get_hash()).arg(self.keys().len());
+        for key in self.keys() {
+            command.arg(key);
+        }
+        for arg in &self.args {
+            command.arg(arg.as_slice());
+        }
+        command.ignore();
+    }
 }
 
 /// KEYS: idx, len, bytes, value key. ARGV: key, value, expiry in Unix

@@ -74,7 +74,7 @@ use std::time::{Duration, Instant};
 
 use redis::{RedisError, Script};
 
-use self::layout::TableKeys;
+use self::layout::{ScriptCall, TableKeys};
 use self::link::{Dialer, Link, dialer_for};
 use super::{Change, Entry, Storage, StorageError, TableStat, check_sizes};
 use crate::throttle::Throttle;
@@ -418,19 +418,7 @@ impl RedisStorage {
         check_sizes(table, key, Some(value))?;
         let keys = self.keys(table)?;
         self.register(table)?;
-        let value_key = keys.value(key);
-        self.call(|con, s| {
-            s.put
-                .key(&keys.idx)
-                .key(&keys.len)
-                .key(&keys.bytes)
-                .key(&value_key)
-                .arg(key)
-                .arg(value)
-                .arg(expiry_ms(expires_at))
-                .arg(u8::from(only_if_absent))
-                .invoke(con)
-        })
+        self.call(|con, s| ScriptCall::put(&s.put, &keys, key, value, expires_at, only_if_absent).invoke(con))
     }
 
     /// Name `table` in the registry, once per table and process.
@@ -474,10 +462,7 @@ impl Storage for RedisStorage {
     fn delete(&mut self, table: &str, key: &[u8]) -> Result<bool, StorageError> {
         check_sizes(table, key, None)?;
         let keys = self.keys(table)?;
-        let value_key = keys.value(key);
-        let deleted: u64 = self.call(|con, s| {
-            s.delete.key(&keys.idx).key(&keys.len).key(&keys.bytes).key(&value_key).arg(key).invoke(con)
-        })?;
+        let deleted: u64 = self.call(|con, s| ScriptCall::delete(&s.delete, &keys, key).invoke(con))?;
         Ok(deleted > 0)
     }
 
@@ -544,20 +529,11 @@ impl Storage for RedisStorage {
         }
         let mut pipe = redis::pipe();
         for (change, keys) in changes.iter().zip(&keys) {
-            let script = if change.value.is_some() { &self.scripts.put } else { &self.scripts.delete };
-            let command = pipe
-                .cmd("EVALSHA")
-                .arg(script.get_hash())
-                .arg(4)
-                .arg(&keys.idx)
-                .arg(&keys.len)
-                .arg(&keys.bytes)
-                .arg(keys.value(&change.key))
-                .arg(&change.key);
-            if let Some(value) = &change.value {
-                command.arg(value).arg(expiry_ms(change.expires_at)).arg(0);
-            }
-            command.ignore();
+            let call = match &change.value {
+                Some(value) => ScriptCall::put(&self.scripts.put, keys, &change.key, value, change.expires_at, false),
+                None => ScriptCall::delete(&self.scripts.delete, keys, &change.key),
+            };
+            call.add_to(&mut pipe);
         }
         self.call(|con, s| match pipe.query::<()>(con) {
             // The server forgot the scripts (restarted, SCRIPT FLUSH): they
@@ -570,12 +546,6 @@ impl Storage for RedisStorage {
             sent => sent,
         })
     }
-}
-
-/// The put script's expiry argument, Unix milliseconds: 0 means none to
-/// the script, so an expiry at the epoch (long past) becomes 1 ms.
-fn expiry_ms(expires_at: Option<u64>) -> u64 {
-    expires_at.map_or(0, |at| at.max(1).saturating_mul(1000))
 }
 
 /// A table's size from Redis's answers; a negative total can only come
