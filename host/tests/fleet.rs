@@ -587,6 +587,46 @@ impl Load {
     }
 }
 
+/// Store `before-0` to `before-19` through `daemon`, then run a load on it
+/// while `leave` makes an outage, for 4 s, until `come_back` ends it (what
+/// it returns is returned), and until the load is served again. Checks
+/// what every outage must show: everything served before it; during it,
+/// over 20 answers, none served, none slower than 2 s (the timeout is 200
+/// ms, the rest slack for a loaded machine), and memory flat. Returns what
+/// each phase of the load saw.
+fn across_an_outage<T>(
+    daemon: &mut Daemon,
+    what: &str,
+    leave: impl FnOnce(),
+    come_back: impl FnOnce() -> T,
+) -> ([Phase; 5], T) {
+    let mut client = tlskeeper_protocol::client::Client::connect(&daemon.socket).unwrap();
+    for i in 0..20 {
+        assert!(update(&mut client, &format!("before-{i}")));
+    }
+    let load = Load::start(&daemon.socket);
+    std::thread::sleep(Duration::from_millis(500));
+    load.across(LEAVING, OUT, leave);
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_early = rss_kib(daemon.pid());
+    std::thread::sleep(Duration::from_secs(3));
+    let rss_late = rss_kib(daemon.pid());
+    let back = load.across(RETURNING, BACK, come_back);
+    load.wait_served(BACK);
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = load.finish();
+
+    println!("{what}: {seen:?}; memory {rss_early} KiB -> {rss_late} KiB");
+    let before = &seen[usize::from(UP)];
+    assert!(before.replies > 0 && before.ok == before.replies, "before {what}: {before:?}");
+    let during = &seen[usize::from(OUT)];
+    assert!(during.replies > 20, "only {} answers during {what}", during.replies);
+    assert_eq!(during.ok, 0, "served during {what}");
+    assert!(during.slowest < Duration::from_secs(2), "a request took {:?} during {what}", during.slowest);
+    assert!(rss_late < rss_early + 16 * 1024, "memory grew from {rss_early} to {rss_late} KiB during {what}");
+    (seen, back)
+}
+
 /// Proves what a Redis outage does to a node under load: every request is
 /// answered (FAIL or a miss) within a bound near the 200 ms timeout, the
 /// node's memory stays flat and nothing panics; the outage is logged once
@@ -603,32 +643,8 @@ fn a_redis_outage_costs_quick_answers_and_ends_by_itself() {
     let mut a = node(dir.path(), "a", redis.as_ref().unwrap(), &kek);
     let ticket = seal_on(&a, b"sealed before the outage");
     let socket = a.socket.clone();
-    let mut client = tlskeeper_protocol::client::Client::connect(&socket).unwrap();
-    for i in 0..20 {
-        assert!(update(&mut client, &format!("before-{i}")));
-    }
-
-    let load = Load::start(&socket);
-    std::thread::sleep(Duration::from_millis(500));
-    load.across(LEAVING, OUT, || drop(redis.take())); // killed by PID
-    std::thread::sleep(Duration::from_millis(500));
-    let rss_early = rss_kib(a.pid());
-    std::thread::sleep(Duration::from_secs(3));
-    let rss_late = rss_kib(a.pid());
-    let redis = load.across(RETURNING, BACK, || Redis::start(dir.path())); // the same socket, empty
-    load.wait_served(BACK);
-    std::thread::sleep(Duration::from_millis(500));
-    let seen = load.finish();
-
-    println!("outage: {seen:?}; memory {rss_early} KiB -> {rss_late} KiB");
-    let before = &seen[usize::from(UP)];
-    assert!(before.replies > 0 && before.ok == before.replies, "before: {before:?}");
-    let outage = &seen[usize::from(OUT)];
-    assert!(outage.replies > 20, "only {} answers during the outage", outage.replies);
-    assert_eq!(outage.ok, 0, "served during the outage");
-    // 200 ms is the timeout; the rest is slack for a loaded machine.
-    assert!(outage.slowest < Duration::from_secs(2), "a request took {:?} during the outage", outage.slowest);
-    assert!(rss_late < rss_early + 16 * 1024, "memory grew from {rss_early} to {rss_late} KiB during the outage");
+    // Killed by PID; back on the same socket, empty.
+    let (_, redis) = across_an_outage(&mut a, "the outage", || drop(redis.take()), || Redis::start(dir.path()));
 
     // Back, empty: nothing from before is served; new sessions are.
     let mut client = tlskeeper_protocol::client::Client::connect(&socket).unwrap();
@@ -671,35 +687,18 @@ fn a_hung_redis_costs_bounded_answers_and_ends_by_itself() {
     let mut a = node_with(dir.path(), "a", &redis, &kek, &[OsStr::new("--config"), config.as_os_str()]);
     let ticket = seal_on(&a, b"sealed before the hang");
     let socket = a.socket.clone();
-    let mut client = tlskeeper_protocol::client::Client::connect(&socket).unwrap();
-    for i in 0..20 {
-        assert!(update(&mut client, &format!("before-{i}")));
-    }
-
-    let load = Load::start(&socket);
-    std::thread::sleep(Duration::from_millis(500));
-    load.across(LEAVING, OUT, || redis.pause());
-    std::thread::sleep(Duration::from_millis(500));
-    let rss_early = rss_kib(a.pid());
-    std::thread::sleep(Duration::from_secs(3));
-    let rss_late = rss_kib(a.pid());
-    load.across(RETURNING, BACK, || redis.resume());
-    let resumed = Instant::now();
-    load.wait_served(BACK);
-    std::thread::sleep(Duration::from_millis(500));
-    let seen = load.finish();
-
-    println!("hang: {seen:?}; memory {rss_early} KiB -> {rss_late} KiB");
-    let before = &seen[usize::from(UP)];
-    assert!(before.replies > 0 && before.ok == before.replies, "before: {before:?}");
+    let (seen, resumed) = across_an_outage(
+        &mut a,
+        "the hang",
+        || redis.pause(),
+        || {
+            redis.resume();
+            Instant::now()
+        },
+    );
+    // A request that meets the hang waits out the 200 ms timeout.
     let hung = &seen[usize::from(OUT)];
-    assert!(hung.replies > 20, "only {} answers during the hang", hung.replies);
-    assert_eq!(hung.ok, 0, "served during the hang");
-    // A request that meets the hang waits out the 200 ms timeout; the rest
-    // of the bound is slack for a loaded machine.
     assert!(hung.slowest >= Duration::from_millis(150), "no request waited for the hung server: {hung:?}");
-    assert!(hung.slowest < Duration::from_secs(2), "a request took {:?} during the hang", hung.slowest);
-    assert!(rss_late < rss_early + 16 * 1024, "memory grew from {rss_early} to {rss_late} KiB during the hang");
 
     // The same process serves in full, nothing lost. Each core that met
     // the hang fails at once until its backoff (1 s) ends; its next call

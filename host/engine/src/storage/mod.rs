@@ -328,6 +328,23 @@ pub(crate) mod contract {
         assert!(s.delete("t", b"once").unwrap());
     }
 
+    /// For a store that many clients share (`open` connects one more):
+    /// eight clients racing `put_if_absent` on one empty key, one wins and
+    /// one entry is left.
+    pub(crate) fn racing_put_if_absent_has_one_winner<S: Storage + Send>(mut open: impl FnMut() -> S) {
+        let winners: Vec<bool> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..8u8)
+                .map(|i| {
+                    let mut s = open();
+                    scope.spawn(move || s.put_if_absent("t", b"k", &[i]).unwrap().is_none())
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert_eq!(winners.iter().filter(|w| **w).count(), 1, "{winners:?}");
+        assert_eq!(open().stat("t").unwrap(), TableStat { entries: 1, bytes: 2 });
+    }
+
     /// `get_with_stat` and `apply` agree with the calls one by one: puts,
     /// replacements and deletes in order (a later change to a key wins),
     /// deletes of absent keys harmless, the byte accounting kept; an

@@ -164,16 +164,7 @@ fn tables_spread_over_the_masters_and_stay_whole() {
 #[test]
 fn put_if_absent_has_one_winner_on_a_cluster() {
     let cluster = Cluster::start();
-    let winners: Vec<bool> = std::thread::scope(|scope| {
-        let racers: Vec<_> = (0..8u8)
-            .map(|i| {
-                let mut s = store(&cluster);
-                scope.spawn(move || s.put_if_absent("t", b"k", &[i]).unwrap().is_none())
-            })
-            .collect();
-        racers.into_iter().map(|r| r.join().unwrap()).collect()
-    });
-    assert_eq!(winners.iter().filter(|w| **w).count(), 1, "{winners:?}");
+    crate::storage::contract::racing_put_if_absent_has_one_winner(|| store(&cluster));
 }
 
 /// The master holding a table dies: calls on it fail quickly (no replica
